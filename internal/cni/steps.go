@@ -1,0 +1,47 @@
+package cni
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+)
+
+// Test hooks. A crash-safety test learns the steps of a verb by running it
+// with EnvStepLog set, then kills the plugin at each one with EnvKillAt and
+// checks that DEL (or GC) leaves the host as it was before the ADD.
+const (
+	// EnvStepLog names a file to which each step reached is appended.
+	EnvStepLog = "VPCNET_TEST_STEP_LOG"
+	// EnvKillAt is a step name, or a number N meaning the N-th step
+	// reached (1-based); the process SIGKILLs itself on reaching it.
+	EnvKillAt = "VPCNET_TEST_KILL_AT"
+)
+
+var stepCount atomic.Int64
+
+// Step marks a point in a verb after which a crash leaves partial state.
+// It does nothing unless a test hook variable is set.
+func Step(name string) {
+	logPath, killAt := os.Getenv(EnvStepLog), os.Getenv(EnvKillAt)
+	if logPath == "" && killAt == "" {
+		return
+	}
+	n := stepCount.Add(1)
+	if logPath != "" {
+		if f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
+			fmt.Fprintln(f, name)
+			f.Close()
+		}
+	}
+	if killAt == name || killAt == strconv.FormatInt(n, 10) {
+		// SIGKILL: no deferred cleanup runs, exactly as when a runtime
+		// times the plugin out or the node loses power.
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
+}
+
+// exit is os.Exit, replaceable in tests.
+var exit = os.Exit
