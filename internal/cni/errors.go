@@ -27,7 +27,10 @@ const (
 	CodePluginNotAvailable uint = 50
 	// STATUS: ADDs work but with reduced connectivity.
 	CodeLimitedConnectivity uint = 51
-	CodeInternal                 = types.ErrInternal // 999
+	// vpcnet's own code (the spec leaves 100 and up to plugins): no free
+	// address in a range. Freeing addresses, not retrying, fixes it.
+	CodeAddressesExhausted uint = 100
+	CodeInternal                = types.ErrInternal // 999
 )
 
 // Errorf returns a CNI error with the given code.

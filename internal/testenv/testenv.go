@@ -109,40 +109,69 @@ func randomHex(n int) string {
 func RandomHex(n int) string { return randomHex(n) }
 
 var (
-	buildOnce sync.Once
+	buildMu   sync.Mutex
 	buildDir  string
-	buildErr  error
+	buildErrs = map[string]error{}
+	built     = map[string]bool{}
 )
 
-// Binaries returns the directory that holds the vpcnet binaries (vpc-eni,
-// vpc-bridge, vpc-ipam, vpcnet, ...): EnvBinDir if set, else a temp dir they
-// are built into once per test process.
-func Binaries(t testing.TB) string {
+// Binary returns the path of the named vpcnet binary (vpc-eni, vpc-bridge,
+// vpc-ipam, vpcnet, ...): from EnvBinDir when set (make test sets it to
+// bin/), else built from ./cmd/<name> into a temp dir, once per test process.
+func Binary(t testing.TB, name string) string {
 	t.Helper()
 	if d := os.Getenv(EnvBinDir); d != "" {
-		return d
+		p := filepath.Join(d, name)
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("binary %s not found in %s=%s (run make build): %v", name, EnvBinDir, d, err)
+		}
+		return p
 	}
-	buildOnce.Do(func() {
-		root, err := ModuleRoot()
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildDir, buildErr = os.MkdirTemp("", "vpcnet-bin-")
-		if buildErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", buildDir+"/", "./cmd/...")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/...: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build binaries: %v", buildErr)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if !built[name] {
+		buildErrs[name] = build(name)
+		built[name] = true
 	}
-	return buildDir
+	if err := buildErrs[name]; err != nil {
+		t.Fatalf("build %s: %v", name, err)
+	}
+	return filepath.Join(buildDir, name)
+}
+
+// BinDir returns a directory holding the named binaries, for CNI_PATH.
+func BinDir(t testing.TB, names ...string) string {
+	t.Helper()
+	dir := ""
+	for _, n := range names {
+		dir = filepath.Dir(Binary(t, n))
+	}
+	if dir == "" {
+		if d := os.Getenv(EnvBinDir); d != "" {
+			return d
+		}
+		t.Fatal("BinDir needs at least one binary name")
+	}
+	return dir
+}
+
+func build(name string) error {
+	root, err := ModuleRoot()
+	if err != nil {
+		return err
+	}
+	if buildDir == "" {
+		if buildDir, err = os.MkdirTemp("", "vpcnet-bin-"); err != nil {
+			return err
+		}
+	}
+	cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, name), "./cmd/"+name)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/%s: %v\n%s", name, err, out)
+	}
+	return nil
 }
 
 // ModuleRoot returns the directory of vpcnet's go.mod.
