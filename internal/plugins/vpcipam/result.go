@@ -1,0 +1,92 @@
+package vpcipam
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+	cniversion "github.com/containernetworking/cni/pkg/version"
+
+	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/ipam"
+)
+
+// Result is the CNI result of an allocation: its addresses with their
+// gateways, and the configured routes. It is a 1.0.0 result; PrintResult
+// converts it to the config's version.
+func Result(a ipam.Allocation, routes []*types.Route) *types100.Result {
+	r := &types100.Result{CNIVersion: types100.ImplementedSpecVersion, Routes: routes}
+	for _, ip := range a.IPs {
+		c := &types100.IPConfig{Address: *prefixIPNet(ip.Address)}
+		if ip.Gateway.IsValid() {
+			c.Gateway = ip.Gateway.AsSlice()
+		}
+		r.IPs = append(r.IPs, c)
+	}
+	return r
+}
+
+func prefixIPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// prevResult reads the result a CHECK is to verify, in any version.
+func prevResult(stdin []byte) (*types100.Result, error) {
+	var nc types.NetConf
+	if err := cni.DecodeConfig(stdin, &nc); err != nil {
+		return nil, err
+	}
+	if nc.RawPrevResult == nil {
+		return nil, cni.FieldError("prevResult", "missing: CHECK needs the result of the ADD")
+	}
+	if err := cniversion.ParsePrevResult(&nc); err != nil {
+		return nil, cni.FieldError("prevResult", "%v", err)
+	}
+	res, err := types100.NewResultFromResult(nc.PrevResult)
+	if err != nil {
+		return nil, cni.FieldError("prevResult", "%v", err)
+	}
+	return res, nil
+}
+
+// CheckHeld compares what the allocation holds with the addresses of prev
+// that belong to the pool (prev may carry addresses of other networks):
+// both lists must be the same.
+func CheckHeld(pool ipam.Pool, held ipam.Allocation, prev *types100.Result) error {
+	var reported []netip.Addr
+	for _, ip := range prev.IPs {
+		a, ok := netip.AddrFromSlice(ip.Address.IP)
+		if !ok {
+			continue
+		}
+		a = a.Unmap()
+		if slices.ContainsFunc(pool.Sets, func(s ipam.RangeSet) bool { return s.InSubnet(a) }) {
+			reported = append(reported, a)
+		}
+	}
+	var have []netip.Addr
+	for _, ip := range held.IPs {
+		have = append(have, ip.Address.Addr())
+	}
+	slices.SortFunc(reported, netip.Addr.Compare)
+	slices.SortFunc(have, netip.Addr.Compare)
+	if slices.Equal(reported, have) {
+		return nil
+	}
+	return cni.FieldError("prevResult.ips", "reports %s of network %q, but %s holds %s",
+		addrList(reported), pool.Network, held.Owner, addrList(have))
+}
+
+func addrList(as []netip.Addr) string {
+	if len(as) == 0 {
+		return "no address"
+	}
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ", ")
+}
