@@ -23,9 +23,9 @@ var ErrLinkNotFound = errors.New("link not found")
 // LinkByMAC returns the link in the current namespace whose hardware address
 // is mac. Bridges are skipped: a bridge may borrow the MAC of a port.
 func LinkByMAC(mac net.HardwareAddr) (netlink.Link, error) {
-	links, err := netlink.LinkList()
+	links, err := ListLinks()
 	if err != nil {
-		return nil, fmt.Errorf("failed to list links: %w", err)
+		return nil, err
 	}
 	var found []netlink.Link
 	for _, l := range links {
@@ -52,8 +52,10 @@ func LinkByMAC(mac net.HardwareAddr) (netlink.Link, error) {
 
 // MoveLink moves link from the current namespace into target and names it
 // newName there. The link is brought down first (the kernel requires it for a
-// rename). A link whose name is taken in the target is moved under a
-// temporary name and then renamed, so a clash never strands it half way.
+// rename). It travels under a temporary name ("vpctmp..."), so a name taken
+// in the target never makes the move fail. If the final rename fails, the
+// link stays in target under the temporary name: callers that may retry
+// must find it by MAC, not by name.
 func MoveLink(link netlink.Link, target ns.NetNS, newName string) (netlink.Link, error) {
 	if err := netlink.LinkSetDown(link); err != nil {
 		return nil, fmt.Errorf("failed to set %s down: %w", link.Attrs().Name, err)
@@ -89,6 +91,24 @@ func MoveLink(link netlink.Link, target ns.NetNS, newName string) (netlink.Link,
 		return nil, err
 	}
 	return moved, nil
+}
+
+// ListLinks lists the links of the current namespace. A dump that the
+// kernel interrupted (links changed meanwhile, which concurrent plugins
+// cause) is retried: its result may miss links.
+func ListLinks() ([]netlink.Link, error) {
+	var err error
+	for range 5 {
+		var links []netlink.Link
+		links, err = netlink.LinkList()
+		if err == nil {
+			return links, nil
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("failed to list links: %w", err)
 }
 
 // RandomName returns prefix followed by random hex, at most 15 bytes long
@@ -154,7 +174,7 @@ func WaitForLink(ctx context.Context, nsPath string, mac net.HardwareAddr) (netl
 	find := func() netlink.Link {
 		links, err := nl.LinkList()
 		if err != nil {
-			return nil
+			return nil // interrupted or failed: the next event or tick looks again
 		}
 		for _, l := range links {
 			if l.Type() != "bridge" && bytes.Equal(l.Attrs().HardwareAddr, mac) {
