@@ -1,7 +1,11 @@
 package cni
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
 	"log/slog"
+	"os"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	cniversion "github.com/containernetworking/cni/pkg/version"
@@ -20,6 +24,11 @@ func Main(name string, funcs skel.CNIFuncs) {
 	version.HandleFlag()
 	logger, closeLog := NewLogger(name)
 	slog.SetDefault(logger)
+	if os.Getenv("CNI_COMMAND") != "" && os.Getenv("CNI_COMMAND") != "VERSION" {
+		if err := nameNamelessConfig(); err != nil {
+			logger.Warn("cannot read the network config", "err", err)
+		}
+	}
 	about := "CNI plugin " + name + " " + version.Get().String()
 	err := skel.PluginMainFuncsWithError(funcs, SpecVersions, about)
 	if err != nil {
@@ -31,4 +40,50 @@ func Main(name string, funcs skel.CNIFuncs) {
 		exit(1)
 	}
 	closeLog()
+}
+
+// nameNamelessConfig gives a config without a "name" the name of its
+// "type". The ECS agent writes its ENI and bridge configs without a name,
+// and skel refuses those before a plugin sees them; naming the network
+// after the plugin type keeps ADD and DEL of one agent consistent.
+func nameNamelessConfig() error {
+	data, err := io.ReadAll(os.Stdin)
+	if err != nil {
+		return err
+	}
+	if patched, ok := WithDefaultName(data); ok {
+		data = patched
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	go func() {
+		_, _ = io.Copy(w, bytes.NewReader(data))
+		w.Close()
+	}()
+	os.Stdin = r
+	return nil
+}
+
+// WithDefaultName returns the config with "name" set to its "type" when
+// the name is missing or empty, and false when nothing needed changing (or
+// the input is not a JSON object: skel reports that).
+func WithDefaultName(data []byte) ([]byte, bool) {
+	var conf map[string]json.RawMessage
+	if json.Unmarshal(data, &conf) != nil {
+		return nil, false
+	}
+	var name, typ string
+	_ = json.Unmarshal(conf["name"], &name)
+	_ = json.Unmarshal(conf["type"], &typ)
+	if name != "" || typ == "" {
+		return nil, false
+	}
+	conf["name"], _ = json.Marshal(typ)
+	out, err := json.Marshal(conf)
+	if err != nil {
+		return nil, false
+	}
+	return out, true
 }
