@@ -1,0 +1,280 @@
+// Package vpcbridge is the vpc-bridge CNI plugin: it connects a container
+// to a private bridge on the host so that it reaches host endpoints such as
+// the task metadata and credentials endpoint (169.254.170.2), and nothing
+// else. It plays the role of the ECS agent's ecs-bridge and accepts its
+// config.
+//
+// Each ADD creates a veth pair: the host end, labelled with the attachment,
+// becomes an isolated port of the bridge (created on first use, with a MAC
+// derived from its name); the container end, CNI_IFNAME, gets the address
+// from the IPAM plugin named in ipam.type. The bridge holds the gateway
+// address. The container gets an on-link route to the gateway and routes
+// through it to the IPAM's destinations, but no route to the subnet, and the
+// bridge does not forward between isolated ports: containers on one bridge
+// cannot reach each other.
+package vpcbridge
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/netops"
+)
+
+// Steps of ADD after which a crash leaves partial state (see cni.Step).
+// They carry the plugin's name so that a test killing vpc-bridge at a step
+// never kills the IPAM plugin it runs, which inherits the environment.
+const (
+	stepBridge   = "vpc-bridge: bridge ready"
+	stepStale    = "vpc-bridge: earlier veth removed"
+	stepVeth     = "vpc-bridge: veth created"
+	stepAttached = "vpc-bridge: veth attached"
+	stepIPAM     = "vpc-bridge: address allocated"
+	stepGateway  = "vpc-bridge: gateway on bridge"
+	stepAddress  = "vpc-bridge: address configured"
+	stepRoutes   = "vpc-bridge: routes configured"
+)
+
+// Funcs are the CNI verbs, for cni.Main.
+func Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{
+		Add:    func(args *skel.CmdArgs) error { return printResult(Add(context.TODO(), args)) },
+		Del:    func(args *skel.CmdArgs) error { return Del(context.TODO(), args) },
+		Check:  func(args *skel.CmdArgs) error { return Check(context.TODO(), args) },
+		GC:     func(args *skel.CmdArgs) error { return GC(context.TODO(), args) },
+		Status: func(args *skel.CmdArgs) error { return Status(context.TODO(), args) },
+	}
+}
+
+func printResult(r types.Result, err error) error {
+	if err != nil {
+		return err
+	}
+	return r.Print()
+}
+
+// Add connects the container to the bridge and returns the result in the
+// config's version. It runs in the host namespace. A failed Add removes the
+// veth and releases the address; the bridge and its gateway address, shared
+// by every container, stay.
+func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
+	conf, err := decodeConfig(args.StdinData)
+	if err != nil {
+		return nil, err
+	}
+	if err := requireIPAM(conf); err != nil {
+		return nil, err
+	}
+	ipam, err := findIPAM(conf, args)
+	if err != nil {
+		return nil, err
+	}
+	if err := netops.ValidateIfName(args.IfName); err != nil {
+		return nil, cni.EnvError("CNI_IFNAME", "%v", err)
+	}
+	netns, err := ns.GetNS(args.Netns)
+	if err != nil {
+		return nil, cni.EnvError("CNI_NETNS", "cannot open namespace %q: %v", args.Netns, err)
+	}
+	defer netns.Close()
+	a := attachment{network: conf.Name, Attachment: cni.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}}
+	log := slog.With("container", args.ContainerID, "ifname", args.IfName, "bridge", conf.Bridge)
+
+	var undo rollback
+	defer func() {
+		if err != nil {
+			log.Warn("ADD failed, undoing", "err", err)
+			undo.run()
+		}
+	}()
+
+	br, err := ensureBridge(conf)
+	if err != nil {
+		return nil, err
+	}
+	cni.Step(stepBridge)
+
+	// A retried ADD (after a timeout or crash) starts over on a clean slate;
+	// the IPAM plugin gives the attachment the same address again.
+	if err := removeAttachmentVeths(a); err != nil {
+		return nil, err
+	}
+	cni.Step(stepStale)
+
+	veth, err := createVeth(conf, a, netns)
+	if err != nil {
+		return nil, err
+	}
+	undo.add(func() { _ = deleteLink(veth) })
+	cni.Step(stepVeth)
+
+	if err := attach(veth, br); err != nil {
+		return nil, err
+	}
+	cni.Step(stepAttached)
+
+	allocated, err := ipam.add(ctx)
+	if err != nil {
+		return nil, err
+	}
+	undo.add(func() {
+		if err := ipam.run(ctx, "DEL"); err != nil {
+			log.Error("cannot release the address of a failed ADD", "err", err)
+		}
+	})
+	cni.Step(stepIPAM)
+
+	plan, err := planContainer(conf.IPAM.Type, allocated)
+	if err != nil {
+		return nil, err
+	}
+	if err := addGateways(br, plan); err != nil {
+		return nil, err
+	}
+	cni.Step(stepGateway)
+
+	ctrLink, err := configureContainerIn(netns, args.IfName, plan)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("container connected", "veth", veth.Name, "plan", plan.String())
+
+	res := buildResult(
+		iface{name: br.Name, mac: br.HardwareAddr.String()},
+		iface{name: veth.Name, mac: veth.HardwareAddr.String()},
+		iface{name: args.IfName, mac: ctrLink.Attrs().HardwareAddr.String(), sandbox: args.Netns},
+		plan)
+	out, err := res.GetAsVersion(conf.CNIVersion)
+	if err != nil {
+		return nil, cni.Wrap(cni.CodeInternal, err, "convert the result to version %s", conf.CNIVersion)
+	}
+	return out, nil
+}
+
+// rollback is what a failed ADD undoes, newest first.
+type rollback []func()
+
+func (r *rollback) add(f func()) { *r = append(*r, f) }
+
+func (r rollback) run() {
+	for i := len(r) - 1; i >= 0; i-- {
+		r[i]()
+	}
+}
+
+// Del disconnects the container and releases its address. It succeeds when
+// there is nothing left to do: an empty CNI_NETNS, a namespace that is gone
+// (its veth died with it), no ipam section (the ECS agent releases the
+// address itself), a second DEL.
+func Del(ctx context.Context, args *skel.CmdArgs) error {
+	conf, err := decodeConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	a := attachment{network: conf.Name, Attachment: cni.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}}
+	// The links go first: an address must not be handed out again while a
+	// veth still carries it.
+	if err := removeAttachmentVeths(a); err != nil {
+		return err
+	}
+	if err := removeContainerVeth(args.Netns, args.IfName); err != nil {
+		return err
+	}
+	return runIPAM(ctx, conf, args, "DEL")
+}
+
+// Check verifies that the attachment is as the ADD left it (its result is
+// the config's prevResult) and asks the IPAM plugin to check its side.
+func Check(ctx context.Context, args *skel.CmdArgs) error {
+	conf, err := decodeConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := requireIPAM(conf); err != nil {
+		return err
+	}
+	if err := parsePrevResult(conf); err != nil {
+		return err
+	}
+	prev, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return cni.FieldError("prevResult", "%v", err)
+	}
+	netns, err := ns.GetNS(args.Netns)
+	if err != nil {
+		return cni.EnvError("CNI_NETNS", "cannot open namespace %q: %v", args.Netns, err)
+	}
+	defer netns.Close()
+	br, err := netops.LookupBridge(conf.Bridge)
+	if err != nil {
+		return checkFailed("%v", err)
+	}
+	a := attachment{network: conf.Name, Attachment: cni.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}}
+	host, err := checkHostVeth(a, br)
+	if err != nil {
+		return err
+	}
+	err = netns.Do(func(ns.NetNS) error {
+		return checkContainer(args.IfName, conf.MTU, host.Attrs().Index, prev)
+	})
+	if err != nil {
+		return err
+	}
+	return runIPAM(ctx, conf, args, "CHECK")
+}
+
+// runIPAM runs a verb of the IPAM plugin, if the config names one.
+func runIPAM(ctx context.Context, conf *NetConf, args *skel.CmdArgs, verb string) error {
+	if conf.IPAM.Type == "" {
+		return nil
+	}
+	p, err := findIPAM(conf, args)
+	if err != nil {
+		return err
+	}
+	return p.run(ctx, verb)
+}
+
+// GC removes the veths of this network whose attachment is not in
+// cni.dev/valid-attachments, then lets the IPAM plugin release their
+// addresses. (A veth whose container namespace is gone needs no GC: it
+// died with the namespace.)
+func GC(ctx context.Context, args *skel.CmdArgs) error {
+	conf, err := decodeConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	keep, err := cni.ValidAttachments(args.StdinData)
+	if err != nil {
+		return err
+	}
+	stale, err := staleVeths(conf.Name, keep)
+	if err != nil {
+		return err
+	}
+	for _, l := range stale {
+		if err := deleteLink(l); err != nil {
+			return err
+		}
+	}
+	return runIPAM(ctx, conf, args, "GC")
+}
+
+// Status reports whether an ADD could succeed now: the bridge exists with a
+// free port or its name is free to create it, and the IPAM plugin is ready.
+func Status(ctx context.Context, args *skel.CmdArgs) error {
+	conf, err := decodeConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := bridgeStatus(conf.Bridge); err != nil {
+		return err
+	}
+	return runIPAM(ctx, conf, args, "STATUS")
+}
