@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -129,6 +130,20 @@ func DeleteNamedNS(name string) error {
 		return fmt.Errorf("failed to remove namespace mount point %s: %w", path, err)
 	}
 	return nil
+}
+
+// LoopbackUp brings lo up in the namespace n.
+func LoopbackUp(n ns.NetNS) error {
+	return n.Do(func(ns.NetNS) error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return fmt.Errorf("failed to find lo: %w", err)
+		}
+		if err := netlink.LinkSetUp(lo); err != nil {
+			return fmt.Errorf("failed to set lo up: %w", err)
+		}
+		return nil
+	})
 }
 
 // ListNamedNS returns the names of the named namespaces that start with

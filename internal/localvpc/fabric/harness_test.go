@@ -1,0 +1,407 @@
+package fabric
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/vpcnet/vpcnet/internal/netops"
+	"github.com/vpcnet/vpcnet/internal/testenv"
+)
+
+// Every local VPC these tests build is named vpcPrefix + 6 hex digits, so a
+// crashed run's leftovers are found by name and nobody else's are touched.
+const vpcPrefix = "vfab"
+
+var leftoverRE = regexp.MustCompile(`^(` + vpcPrefix + `[0-9a-f]{6})-`)
+
+func TestMain(m *testing.M) {
+	testenv.CleanLeftovers("fabric")
+	if os.Geteuid() == 0 {
+		names, _ := netops.ListNamedNS(vpcPrefix)
+		done := map[string]bool{}
+		for _, n := range names {
+			if m := leftoverRE.FindStringSubmatch(n); m != nil && !done[m[1]] {
+				done[m[1]] = true
+				_ = Destroy(m[1])
+			}
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// Timeouts: a connection inside one machine's VPC is made in well under a
+// millisecond, so expectTimeout is only how long a test waits before it
+// calls a packet dropped, and patience a bound that no working path reaches.
+const (
+	expectTimeout = 800 * time.Millisecond
+	patience      = 10 * time.Second
+)
+
+// Addresses and IDs of the test VPC.
+var (
+	subnetA = Subnet{ID: "subnet-a", IPv4: netip.MustParsePrefix("10.0.0.0/24"), IPv6: netip.MustParsePrefix("fd00:a::/64")}
+	subnetB = Subnet{ID: "subnet-b", IPv4: netip.MustParsePrefix("10.0.1.0/24"), IPv6: netip.MustParsePrefix("fd00:b::/64")}
+
+	imds4    = netip.MustParseAddr("169.254.169.254")
+	imds6    = netip.MustParseAddr("fd00:ec2::254")
+	endpoint = netip.MustParseAddr("10.0.0.250")
+)
+
+const (
+	sgDefault = "sg-default"
+	sgWeb     = "sg-web"
+)
+
+func mac(last byte) net.HardwareAddr { return net.HardwareAddr{0x02, 0xe0, 0, 0, 0, last} }
+
+func addrs(s ...string) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range s {
+		out = append(out, netip.MustParseAddr(a))
+	}
+	return out
+}
+
+// baseSpec is a VPC with two subnets and four instances:
+//
+//	i-1  eth0 eni-01 subnet-a 10.0.0.10 fd00:a::10  default
+//	     eth1 eni-04 subnet-b 10.0.1.40             default   (secondary ENI)
+//	i-2  eth0 eni-02 subnet-b 10.0.1.20 fd00:b::20  web
+//	i-3  eth0 eni-03 subnet-a 10.0.0.30 fd00:a::30  default
+//	i-4  eth0 eni-05 subnet-a 10.0.0.60 fd00:a::60  default
+//
+// The default group admits its members and sends anywhere; web admits TCP
+// 8080 and UDP 7000 from anywhere and ICMP echo from the VPC.
+func baseSpec(name string) Spec {
+	all4, all6 := netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")
+	eni := func(id, inst string, idx int, sn Subnet, last byte, v4 string, v6 []string, groups ...string) Interface {
+		return Interface{
+			ID: id, InstanceID: inst, DeviceIndex: idx, MAC: mac(last), SubnetID: sn.ID,
+			IPv4: addrs(v4), IPv6: addrs(v6...), SourceDestCheck: true, Groups: groups,
+		}
+	}
+	return Spec{
+		Name:      name,
+		Subnets:   []Subnet{subnetA, subnetB},
+		Instances: []Instance{{ID: "i-1"}, {ID: "i-2"}, {ID: "i-3"}, {ID: "i-4"}},
+		Interfaces: []Interface{
+			eni("eni-01", "i-1", 0, subnetA, 1, "10.0.0.10", []string{"fd00:a::10"}, sgDefault),
+			eni("eni-02", "i-2", 0, subnetB, 2, "10.0.1.20", []string{"fd00:b::20"}, sgWeb),
+			eni("eni-03", "i-3", 0, subnetA, 3, "10.0.0.30", []string{"fd00:a::30"}, sgDefault),
+			eni("eni-04", "i-1", 1, subnetB, 4, "10.0.1.40", nil, sgDefault),
+			eni("eni-05", "i-4", 0, subnetA, 5, "10.0.0.60", []string{"fd00:a::60"}, sgDefault),
+		},
+		Groups: []SecurityGroup{
+			{
+				ID:      sgDefault,
+				Ingress: []Rule{{Protocol: "-1", FromPort: -1, ToPort: -1, Groups: []string{sgDefault}}},
+				Egress:  []Rule{{Protocol: "-1", FromPort: -1, ToPort: -1, CIDRs: []netip.Prefix{all4, all6}}},
+			},
+			{
+				ID: sgWeb,
+				Ingress: []Rule{
+					{Protocol: "tcp", FromPort: 8080, ToPort: 8080, CIDRs: []netip.Prefix{all4, all6}},
+					{Protocol: "udp", FromPort: 7000, ToPort: 7000, CIDRs: []netip.Prefix{all4}},
+					{Protocol: "icmp", FromPort: 8, ToPort: -1, CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}},
+				},
+				Egress: []Rule{{Protocol: "-1", FromPort: -1, ToPort: -1, CIDRs: []netip.Prefix{all4, all6}}},
+			},
+		},
+		LocalAddrs: []netip.Addr{imds4, imds6, endpoint},
+	}
+}
+
+// vpc is a local VPC under test.
+type vpc struct {
+	t    *testing.T
+	spec Spec
+}
+
+// newVPC applies baseSpec under a fresh name and destroys it when the test
+// ends, pass or fail.
+func newVPC(t *testing.T) *vpc {
+	t.Helper()
+	testenv.Privileged(t)
+	testenv.Tool(t, "nft")
+	v := &vpc{t: t, spec: baseSpec(vpcPrefix + testenv.RandomHex(3))}
+	t.Cleanup(func() {
+		if err := Destroy(v.spec.Name); err != nil {
+			t.Errorf("Destroy: %v", err)
+		}
+	})
+	v.apply()
+	return v
+}
+
+func (v *vpc) apply() {
+	v.t.Helper()
+	if err := Apply(v.t.Context(), v.spec); err != nil {
+		v.t.Fatalf("Apply: %v", err)
+	}
+}
+
+// eni returns the spec's ENI id for editing.
+func (v *vpc) eni(id string) *Interface {
+	v.t.Helper()
+	for i := range v.spec.Interfaces {
+		if v.spec.Interfaces[i].ID == id {
+			return &v.spec.Interfaces[i]
+		}
+	}
+	v.t.Fatalf("no ENI %s in the spec", id)
+	return nil
+}
+
+func (v *vpc) instanceNS(id string) string { return InstanceNamespace(v.spec.Name, id) }
+
+// in runs fn in the named namespace.
+func in(t testing.TB, nsName string, fn func() error) {
+	t.Helper()
+	if err := ns.WithNetNSPath(netops.NamedNSPath(nsName), func(ns.NetNS) error { return fn() }); err != nil {
+		t.Fatalf("in namespace %s: %v", nsName, err)
+	}
+}
+
+// serve accepts TCP connections on address inside namespace nsName and
+// answers each with "<label> <peer address>", so a client learns who
+// answered and whom the server saw.
+func serve(t testing.TB, nsName, network, address, label string) {
+	t.Helper()
+	var l net.Listener
+	in(t, nsName, func() (err error) {
+		l, err = net.Listen(network, address)
+		return err
+	})
+	t.Cleanup(func() { l.Close() })
+	go answer(l, label)
+}
+
+func answer(l net.Listener, label string) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		peer := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
+		fmt.Fprintf(c, "%s %s\n", label, peer)
+		c.Close()
+	}
+}
+
+// dial connects from namespace nsName (from the source address src, if
+// valid) to address and returns the server's answer.
+func dial(t testing.TB, nsName string, src netip.Addr, address string, timeout time.Duration) (string, error) {
+	t.Helper()
+	d := net.Dialer{Timeout: timeout}
+	if src.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+	}
+	var c net.Conn
+	var dialErr error
+	in(t, nsName, func() error {
+		c, dialErr = d.Dial("tcp", address)
+		return nil
+	})
+	if dialErr != nil {
+		return "", dialErr
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(line), err
+}
+
+// reach asserts that a connection from nsName to address is answered with
+// want ("<label> <peer>").
+func reach(t testing.TB, nsName string, src netip.Addr, address, want string) {
+	t.Helper()
+	got, err := dial(t, nsName, src, address, patience)
+	if err != nil {
+		t.Fatalf("from %s (source %s) to %s: %v; want answer %q", nsName, source(src), address, err, want)
+	}
+	if got != want {
+		t.Fatalf("from %s to %s: answer %q, want %q", nsName, address, got, want)
+	}
+}
+
+// blocked asserts that a connection from nsName to address gets no answer.
+func blocked(t testing.TB, nsName string, src netip.Addr, address string) {
+	t.Helper()
+	if got, err := dial(t, nsName, src, address, expectTimeout); err == nil {
+		t.Fatalf("from %s (source %s) to %s: answered %q, want no connection", nsName, source(src), address, got)
+	}
+}
+
+func source(a netip.Addr) string {
+	if !a.IsValid() {
+		return "chosen by the kernel"
+	}
+	return a.String()
+}
+
+// addAddr configures an address on a device inside a namespace, as an agent
+// or plugin would.
+func addAddr(t testing.TB, nsName, dev string, p netip.Prefix) {
+	t.Helper()
+	in(t, nsName, func() error {
+		l, err := netlink.LinkByName(dev)
+		if err != nil {
+			return err
+		}
+		return netlink.AddrAdd(l, &netlink.Addr{IPNet: ipNet(p), Flags: unix.IFA_F_NODAD})
+	})
+}
+
+func delAddr(t testing.TB, nsName, dev string, p netip.Prefix) {
+	t.Helper()
+	in(t, nsName, func() error {
+		l, err := netlink.LinkByName(dev)
+		if err != nil {
+			return err
+		}
+		return netlink.AddrDel(l, &netlink.Addr{IPNet: ipNet(p)})
+	})
+}
+
+// run runs a command and returns its combined output, failing the test if
+// it fails.
+func run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// snapshot describes, one fact a line, what the kernel holds for a local
+// VPC: per namespace its devices, addresses, routes, neighbour and proxy
+// entries, and the fabric's ruleset. With exact, it includes what is new
+// each time an object is rebuilt (device indexes, the fabric ends' random
+// MACs, rule handles), so that equal exact snapshots prove nothing was
+// touched.
+func snapshot(t testing.TB, name string, exact bool) string {
+	t.Helper()
+	all, err := netops.ListNamedNS(name + "-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(all)
+	var b strings.Builder
+	for _, n := range all {
+		if !isVPCNamespace(name, n) {
+			continue
+		}
+		var facts []string // sorted below: listing order follows device indexes
+		add := func(format string, a ...any) { facts = append(facts, fmt.Sprintf(format, a...)) }
+		h, err := netns.GetFromPath(netops.NamedNSPath(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nl, err := netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
+		h.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		links, err := nl.LinkList()
+		if err != nil {
+			t.Fatal(err)
+		}
+		devName := map[int]string{}
+		for _, l := range links {
+			a := l.Attrs()
+			devName[a.Index] = a.Name
+			// Carrier ("running") follows the peer asynchronously.
+			line := fmt.Sprintf("link %s type=%s alias=%q flags=%v mtu=%d", a.Name, l.Type(), a.Alias, a.Flags&^net.FlagRunning, a.MTU)
+			if exact || n != FabricNamespace(name) {
+				line += fmt.Sprintf(" mac=%s", a.HardwareAddr)
+			}
+			if exact {
+				line += fmt.Sprintf(" index=%d", a.Index)
+			}
+			add("%s", line)
+			as, _ := nl.AddrList(l, netlink.FAMILY_ALL)
+			for _, ad := range as {
+				if ad.IP.IsLinkLocalUnicast() && !exact {
+					continue // derived from the random MAC of a fabric end
+				}
+				add("addr %s %s", a.Name, ad.IPNet)
+			}
+		}
+		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+			rs, _ := nl.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+			for _, r := range rs {
+				if r.Dst != nil && r.Dst.IP.IsLinkLocalUnicast() && !exact {
+					continue
+				}
+				if r.Dst != nil && r.Dst.IP.IsMulticast() {
+					continue // added when the carrier comes up, asynchronously
+				}
+				add("route table=%d %v via %v dev %s proto %d scope %d", r.Table, r.Dst, r.Gw, devName[r.LinkIndex], r.Protocol, r.Scope)
+			}
+			neighs, _ := nl.NeighList(0, fam)
+			for _, ne := range neighs {
+				if ne.State&netlink.NUD_PERMANENT != 0 {
+					add("neigh %s %v %v", devName[ne.LinkIndex], ne.IP, ne.HardwareAddr)
+				}
+			}
+		}
+		px, _ := nl.NeighProxyList(0, netlink.FAMILY_V6)
+		for _, p := range px {
+			add("proxy %s %v", devName[p.LinkIndex], p.IP)
+		}
+		nl.Close()
+		if n == FabricNamespace(name) {
+			in(t, n, func() error {
+				for _, kv := range fabricSysctls {
+					v, err := os.ReadFile("/proc/sys/" + kv[0])
+					add("sysctl %s=%s", kv[0], strings.TrimSpace(string(v)))
+					if err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+		slices.Sort(facts)
+		fmt.Fprintf(&b, "namespace %s\n  %s\n", n, strings.Join(facts, "\n  "))
+		if n == FabricNamespace(name) {
+			args := []string{"netns", "exec", n, "nft", "list", "ruleset"}
+			if exact {
+				args = []string{"netns", "exec", n, "nft", "-a", "list", "ruleset"}
+			}
+			b.WriteString(run(t, "ip", args...))
+		}
+	}
+	return b.String()
+}
+
+// waitFor polls cond, for conditions the kernel reaches asynchronously (a
+// namespace's devices go when its last reference does).
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
