@@ -1,0 +1,141 @@
+package localvpc
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/vpcnet/vpcnet/internal/localvpc/ec2api"
+	"github.com/vpcnet/vpcnet/internal/localvpc/vpc"
+)
+
+// Config is what `vpcnet local up` asks for. The zero value of each field
+// means its default: a VPC that just works.
+type Config struct {
+	Name         string         `json:"name"`
+	Region       string         `json:"region"`
+	VPCCIDR      netip.Prefix   `json:"vpcCidr"`
+	Subnets      []SubnetConfig `json:"subnets"`
+	Instances    int            `json:"instances"`
+	InstanceType string         `json:"instanceType"`
+	// Listen is the EC2 API's address in the root namespace; port 0 picks
+	// a free one (control.json says which).
+	Listen string        `json:"listen"`
+	Faults ec2api.Faults `json:"faults"`
+}
+
+// SubnetConfig is one subnet to create.
+type SubnetConfig struct {
+	CIDR netip.Prefix `json:"cidr"`
+	Zone string       `json:"zone"` // region + "a", "b", ... when empty
+}
+
+// Defaults of a local VPC.
+const (
+	DefaultRegion       = "us-east-1"
+	DefaultInstanceType = "m5.large"
+	DefaultInstances    = 2
+	// InstanceRole is the IAM role every local instance has; its
+	// credentials come from instance metadata.
+	InstanceRole = "vpcnet-instance"
+)
+
+// Addresses the control plane answers on inside the VPC.
+var (
+	IMDSv4 = netip.MustParseAddr("169.254.169.254")
+	IMDSv6 = netip.MustParseAddr("fd00:ec2::254")
+)
+
+// WithDefaults fills every zero field.
+func (c Config) WithDefaults() Config {
+	if c.Name == "" {
+		c.Name = DefaultName
+	}
+	if c.Region == "" {
+		c.Region = DefaultRegion
+	}
+	if !c.VPCCIDR.IsValid() {
+		c.VPCCIDR = vpc.DefaultVPCCIDR
+	}
+	if len(c.Subnets) == 0 {
+		// Two /20s in two zones: room for /28 prefixes and many tasks.
+		base := c.VPCCIDR.Masked().Addr().As4()
+		second := base
+		second[2] += 16
+		c.Subnets = []SubnetConfig{
+			{CIDR: netip.PrefixFrom(netip.AddrFrom4(base), 20)},
+			{CIDR: netip.PrefixFrom(netip.AddrFrom4(second), 20)},
+		}
+	}
+	for i := range c.Subnets {
+		if c.Subnets[i].Zone == "" {
+			c.Subnets[i].Zone = c.Region + string(rune('a'+i%6))
+		}
+	}
+	if c.Instances == 0 {
+		c.Instances = DefaultInstances
+	}
+	if c.InstanceType == "" {
+		c.InstanceType = DefaultInstanceType
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:0"
+	}
+	return c
+}
+
+// Validate reports a configuration that cannot work, naming the field.
+func (c Config) Validate() error {
+	if !c.VPCCIDR.Addr().Is4() || c.VPCCIDR.Bits() < 16 || c.VPCCIDR.Bits() > 28 {
+		return fmt.Errorf("--vpc-cidr %s: a VPC's IPv4 block is between /16 and /28", c.VPCCIDR)
+	}
+	if c.Instances < 1 || c.Instances > 64 {
+		return fmt.Errorf("--instances %d: between 1 and 64", c.Instances)
+	}
+	if _, err := vpc.LookupInstanceType(c.InstanceType); err != nil {
+		return fmt.Errorf("--instance-type: %w", err)
+	}
+	if len(c.Name) > 20 {
+		return fmt.Errorf("--name %q: at most 20 characters (it prefixes namespace names)", c.Name)
+	}
+	for _, s := range c.Subnets {
+		if !c.VPCCIDR.Contains(s.CIDR.Addr()) || s.CIDR.Bits() < c.VPCCIDR.Bits() {
+			return fmt.Errorf("--subnets %s: not inside the VPC's %s", s.CIDR, c.VPCCIDR)
+		}
+	}
+	if err := c.Faults.Validate(); err != nil {
+		return fmt.Errorf("faults: %w", err)
+	}
+	return nil
+}
+
+const configFile = "config.json"
+
+func writeConfig(dir string, c Config) error {
+	data, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, configFile), data, 0o644)
+}
+
+func readConfig(dir string) (Config, error) {
+	data, err := os.ReadFile(filepath.Join(dir, configFile))
+	if err != nil {
+		return Config{}, fmt.Errorf("failed to read the local VPC's configuration: %w", err)
+	}
+	var c Config
+	if err := json.Unmarshal(data, &c); err != nil {
+		return Config{}, fmt.Errorf("failed to decode %s: %w", configFile, err)
+	}
+	return c.WithDefaults(), nil
+}
+
+// VPCEndpointAddr is where instances reach the EC2 API: the first subnet's
+// network address + 3, which EC2 reserves and never hands out, owned by the
+// fabric like an interface endpoint.
+func VPCEndpointAddr(c Config) netip.Addr {
+	return c.Subnets[0].CIDR.Masked().Addr().Next().Next().Next()
+}

@@ -1,0 +1,186 @@
+// Package localvpc runs a VPC on this machine: the EC2 Query API and the
+// instance metadata service (one control-plane process), and a routed VPC
+// datapath of real kernel objects in namespaces it owns. The parts live in
+// sub-packages: vpc (what EC2 knows, with its rules and limits), ec2api (the
+// wire protocol), sigv4 (request signatures), imds (instance metadata) and
+// fabric (the datapath). This package wires them into one server and gives
+// the `vpcnet local` command what it needs to start, find, use and stop one.
+package localvpc
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// DefaultName is the name of the local VPC when none is given. Every
+// namespace of a local VPC starts with its name.
+const DefaultName = "vpcnet"
+
+// BaseStateDir holds one state directory per local VPC name.
+var BaseStateDir = "/var/lib/vpcnet/local"
+
+// StateDir is where the local VPC called name keeps its state.
+func StateDir(name string) string { return filepath.Join(BaseStateDir, name) }
+
+// Control is what a running local VPC publishes for its clients, in
+// control.json in its state directory.
+type Control struct {
+	Name     string    `json:"name"`
+	StateDir string    `json:"stateDir"`
+	PID      int       `json:"pid"`
+	Started  time.Time `json:"started"`
+	// Endpoint is the EC2 API in the root namespace (for the operator,
+	// tests and the AWS CLI); VPCEndpoint is the same API inside the VPC,
+	// where instances reach it.
+	Endpoint    string `json:"endpoint"`
+	VPCEndpoint string `json:"vpcEndpoint"`
+	Region      string `json:"region"`
+	// The operator's credentials. Instances get their own from metadata.
+	AccessKeyID     string         `json:"accessKeyId"`
+	SecretAccessKey string         `json:"secretAccessKey"`
+	VPCID           string         `json:"vpcId"`
+	Subnets         []SubnetInfo   `json:"subnets"`
+	Instances       []InstanceInfo `json:"instances"`
+	DefaultGroup    string         `json:"defaultSecurityGroup"`
+}
+
+// SubnetInfo summarises a subnet for people and scripts.
+type SubnetInfo struct {
+	ID   string `json:"id"`
+	CIDR string `json:"cidr"`
+	Zone string `json:"availabilityZone"`
+}
+
+// InstanceInfo summarises an instance for people and scripts.
+type InstanceInfo struct {
+	ID        string `json:"id"`
+	Type      string `json:"type"`
+	SubnetID  string `json:"subnetId"`
+	Zone      string `json:"availabilityZone"`
+	PrivateIP string `json:"privateIp"`
+	Namespace string `json:"namespace"`
+}
+
+const controlFile = "control.json"
+
+// ErrNotRunning means no live control plane serves that local VPC.
+var ErrNotRunning = errors.New("local VPC is not running")
+
+// Find returns the control record of the running local VPC called name.
+func Find(name string) (*Control, error) {
+	data, err := os.ReadFile(filepath.Join(StateDir(name), controlFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: no local VPC %q (start one with `vpcnet local up`)", ErrNotRunning, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to read the local VPC's control file: %w", err)
+	}
+	var c Control
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("failed to decode %s: %w", controlFile, err)
+	}
+	if !processRuns(c.PID) {
+		return &c, fmt.Errorf("%w: the control plane of %q (pid %d) is gone; `vpcnet local up --name %s` clears what it left", ErrNotRunning, name, c.PID, name)
+	}
+	return &c, nil
+}
+
+func (c *Control) write() error {
+	data, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(c.StateDir, controlFile), data, 0o600)
+}
+
+// Instance resolves a reference to an instance: its ID, or its position
+// (1-based) in the order `up` created them.
+func (c *Control) Instance(ref string) (InstanceInfo, error) {
+	for _, in := range c.Instances {
+		if in.ID == ref {
+			return in, nil
+		}
+	}
+	if n, err := strconv.Atoi(ref); err == nil && n >= 1 && n <= len(c.Instances) {
+		return c.Instances[n-1], nil
+	}
+	ids := make([]string, len(c.Instances))
+	for i, in := range c.Instances {
+		ids[i] = in.ID
+	}
+	return InstanceInfo{}, fmt.Errorf("no instance %q in local VPC %q (instances: %s, or 1..%d)", ref, c.Name, strings.Join(ids, ", "), len(ids))
+}
+
+// InstanceEnv turns the environment of a process in the root namespace
+// into that of a process on an instance: no AWS credentials or region
+// (they come from instance metadata, as on EC2), and the EC2 endpoint
+// inside the VPC.
+func (c *Control) InstanceEnv(base []string, instanceID string) []string {
+	env := slices.DeleteFunc(slices.Clone(base), func(kv string) bool {
+		return strings.HasPrefix(kv, "AWS_")
+	})
+	return append(env,
+		"AWS_ENDPOINT_URL_EC2="+c.VPCEndpoint,
+		EnvInstance+"="+instanceID,
+		EnvName+"="+c.Name,
+	)
+}
+
+// Set in the environment of processes that `vpcnet local exec` starts, so
+// that vpcnet itself knows it already runs on a local instance.
+const (
+	EnvInstance = "VPCNET_LOCAL_INSTANCE"
+	EnvName     = "VPCNET_LOCAL_NAME"
+)
+
+// RootEnv is the environment for the operator's AWS CLI and SDK in the root
+// namespace (`eval "$(vpcnet local env)"`).
+func (c *Control) RootEnv() [][2]string {
+	return [][2]string{
+		{"AWS_ENDPOINT_URL_EC2", c.Endpoint},
+		{"AWS_REGION", c.Region},
+		{"AWS_DEFAULT_REGION", c.Region},
+		{"AWS_ACCESS_KEY_ID", c.AccessKeyID},
+		{"AWS_SECRET_ACCESS_KEY", c.SecretAccessKey},
+		{"AWS_EC2_METADATA_DISABLED", "true"},
+	}
+}
+
+func processRuns(pid int) bool {
+	return pid > 0 && syscall.Kill(pid, 0) == nil
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,180 @@
+package localvpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vpcnet/vpcnet/internal/localvpc/fabric"
+)
+
+// Up starts a new local VPC in the background: it clears what a dead one of
+// the same name left behind, writes the configuration, starts the control
+// plane with serveArgs (the command line of `vpcnet local serve` for dir)
+// and waits until it is ready.
+func Up(ctx context.Context, cfg Config, serveArgs func(dir string) []string) (*Control, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if c, err := Find(cfg.Name); err == nil {
+		return nil, fmt.Errorf("local VPC %q is already up (control plane pid %d, %s); `vpcnet local down --name %s` first", cfg.Name, c.PID, c.Endpoint, cfg.Name)
+	}
+	if err := clearDead(cfg.Name); err != nil {
+		return nil, err
+	}
+	dir := StateDir(cfg.Name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("failed to create the state directory: %w", err)
+	}
+	if err := writeConfig(dir, cfg); err != nil {
+		return nil, err
+	}
+	return start(ctx, cfg.Name, serveArgs(dir))
+}
+
+// Restart stops the control plane of a local VPC and starts it again on
+// the same state: ENIs, attachments, addresses, tags and credentials are
+// all kept, and the datapath is never torn down.
+func Restart(ctx context.Context, name string, serveArgs func(dir string) []string) (*Control, error) {
+	c, err := Find(name)
+	if err != nil && c == nil {
+		return nil, err
+	}
+	if err := stopProcess(c.PID, 10*time.Second); err != nil {
+		return nil, err
+	}
+	return start(ctx, name, serveArgs(StateDir(name)))
+}
+
+func start(ctx context.Context, name string, argv []string) (*Control, error) {
+	dir := StateDir(name)
+	_ = os.Remove(filepath.Join(dir, controlFile))
+	logf, err := os.OpenFile(filepath.Join(dir, "control-plane.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), "VPCNET_LOG_FILE="+filepath.Join(dir, "control-plane.jsonl"))
+	// A session of its own: the control plane outlives the shell that
+	// started it, and a Ctrl-C there does not reach it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("failed to start the control plane: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.NewTimer(60 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-exited:
+			return nil, fmt.Errorf("the control plane exited during start-up (%v): %s", err, lastLines(filepath.Join(dir, "control-plane.log"), 8))
+		case <-deadline.C:
+			_ = stopProcess(cmd.Process.Pid, 5*time.Second)
+			return nil, fmt.Errorf("the control plane did not become ready within 60s: %s", lastLines(filepath.Join(dir, "control-plane.log"), 8))
+		case <-ctx.Done():
+			_ = stopProcess(cmd.Process.Pid, 5*time.Second)
+			return nil, ctx.Err()
+		case <-tick.C:
+			c, err := Find(name)
+			if err == nil && c.PID == cmd.Process.Pid && answers(c.Endpoint) {
+				return c, nil
+			}
+		}
+	}
+}
+
+func answers(endpoint string) bool {
+	client := http.Client{Timeout: time.Second}
+	resp, err := client.Get(endpoint + "/vpcnet/status")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// Down stops the control plane of a local VPC and removes everything it
+// made: namespaces, links, routes, nftables objects and its state. It
+// succeeds when there is nothing to remove.
+func Down(name string) error {
+	var errs []error
+	if c, _ := Find(name); c != nil && processRuns(c.PID) {
+		if err := stopProcess(c.PID, 10*time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := fabric.Destroy(name); err != nil {
+		errs = append(errs, fmt.Errorf("failed to remove the datapath: %w", err))
+	}
+	if err := os.RemoveAll(StateDir(name)); err != nil {
+		errs = append(errs, fmt.Errorf("failed to remove the state directory: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// clearDead removes what a crashed local VPC of that name left behind.
+func clearDead(name string) error {
+	c, _ := Find(name)
+	if c != nil && processRuns(c.PID) {
+		return nil
+	}
+	return Down(name)
+}
+
+// stopProcess stops our control plane: SIGTERM, then SIGKILL after grace.
+// It refuses to signal a PID that is no longer a vpcnet process.
+func stopProcess(pid int, grace time.Duration) error {
+	if !processRuns(pid) {
+		return nil
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil || !strings.HasPrefix(filepath.Base(exe), "vpcnet") {
+		return nil // recycled PID: not ours to stop
+	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if !processRuns(pid) || isZombie(pid) {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	return nil
+}
+
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the command name in parentheses.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
+}
+
+func lastLines(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(no log)"
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
