@@ -17,6 +17,7 @@ ping iputils-ping
 busybox busybox-static
 curl curl
 hyperfine hyperfine
+/usr/bin/aws awscli
 LIST
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -31,3 +32,6 @@ if ! command -v cnitool >/dev/null 2>&1; then
 	echo "install-deps: go install cnitool" >&2
 	go install github.com/containernetworking/cni/cnitool@v1.3.0
 fi
+
+# The real container runtimes the end-to-end tests drive.
+"$(dirname "$0")/install-runtimes.sh"

@@ -14,7 +14,9 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
@@ -161,7 +163,11 @@ func build(name string) error {
 		return err
 	}
 	if buildDir == "" {
-		if buildDir, err = os.MkdirTemp("", "vpcnet-bin-"); err != nil {
+		// One directory per test process, named by its PID so that the
+		// next process removes those of processes that are gone.
+		removeStaleBuilds()
+		buildDir = filepath.Join(os.TempDir(), fmt.Sprintf("vpcnet-bin-%d", os.Getpid()))
+		if err := os.MkdirAll(buildDir, 0o755); err != nil {
 			return err
 		}
 	}
@@ -172,6 +178,27 @@ func build(name string) error {
 		return fmt.Errorf("go build ./cmd/%s: %v\n%s", name, err, out)
 	}
 	return nil
+}
+
+// removeStaleBuilds deletes the binary directories of test processes that
+// have exited.
+func removeStaleBuilds() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "vpcnet-bin-*"))
+	for _, d := range dirs {
+		var pid int
+		_, err := fmt.Sscanf(filepath.Base(d), "vpcnet-bin-%d", &pid)
+		if err != nil || pid <= 0 || pid > 1<<22 {
+			// Random names of an older layout: no owner to ask, so only
+			// remove them once nothing can still be using them.
+			if fi, err := os.Stat(d); err == nil && time.Since(fi.ModTime()) > time.Hour {
+				os.RemoveAll(d)
+			}
+			continue
+		}
+		if syscall.Kill(pid, 0) != nil {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 // ModuleRoot returns the directory of vpcnet's go.mod.

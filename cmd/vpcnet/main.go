@@ -1,0 +1,70 @@
+// Command vpcnet is the command people type: `vpcnet local` runs a local VPC
+// (an EC2 API, instance metadata and a routed VPC datapath on this machine),
+// `vpcnet task` runs a task with its own ENI (the ECS awsvpc flow), and
+// `vpcnet version` prints the build stamp.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/version"
+)
+
+// exitError carries a specific exit status (a task's own exit code).
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func main() {
+	logger, closeLog := cni.NewLogger("vpcnet")
+	slog.SetDefault(logger)
+	err := rootCommand().Execute()
+	closeLog()
+	var ee exitError
+	switch {
+	case errors.As(err, &ee):
+		os.Exit(ee.code)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "vpcnet:", err)
+		os.Exit(1)
+	}
+}
+
+func rootCommand() *cobra.Command {
+	var showVersion bool
+	root := &cobra.Command{
+		Use:   "vpcnet",
+		Short: "First-class VPC addresses for containers",
+		Long: `vpcnet gives every container its own address in a cloud VPC: a whole ENI per
+task (the ECS awsvpc model), and runs all of it on a local VPC on this machine
+when there is no cloud account.
+
+Logs go to stderr (warnings and errors) and, when VPCNET_LOG_FILE is set, to
+that file as JSON lines (level from VPCNET_LOG_LEVEL).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if showVersion {
+				return version.Print(os.Stdout)
+			}
+			return cmd.Help()
+		},
+	}
+	root.Flags().BoolVar(&showVersion, "version", false, "print the build stamp as JSON and exit")
+	root.AddCommand(&cobra.Command{
+		Use:   "version",
+		Short: "Print the build stamp as JSON",
+		Args:  cobra.NoArgs,
+		RunE:  func(*cobra.Command, []string) error { return version.Print(os.Stdout) },
+	})
+	root.AddCommand(localCommand(), taskCommand())
+	return root
+}
+
+func slogDefault() *slog.Logger { return slog.Default() }

@@ -1,0 +1,5 @@
+package main
+
+func benchIPAM()     {}
+func benchLocalVPC() {}
+func benchTask()     {}
