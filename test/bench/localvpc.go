@@ -1,0 +1,4 @@
+package main
+
+// benchLocalVPC is filled in by the localvpc section.
+func benchLocalVPC() {}

@@ -1,5 +1,0 @@
-package main
-
-func benchIPAM()     {}
-func benchLocalVPC() {}
-func benchTask()     {}
