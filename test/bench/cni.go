@@ -79,6 +79,56 @@ func benchCNI() {
 		rows = append(rows, []string{c.name, ms(add.median()), ms(add.p95()), ms(del.median()), ms(del.p95()), ms(both.median())})
 	}
 	table([]string{"plugin", "ADD median", "ADD p95", "DEL median", "DEL p95", "ADD+DEL median"}, rows)
+
+	move, err := kernelMove()
+	if err != nil {
+		fmt.Printf("kernel floor: error: %v\n\n", err)
+		return
+	}
+	fmt.Printf("The kernel's own part of vpc-eni's work: moving a link into a namespace and back (two netlink requests, no process start) takes %s ms median, %s ms p95 here. An ENI plugin cannot be faster than that plus the floor.\n\n", ms(move.median()), ms(move.p95()))
+}
+
+// kernelMove times moving a veth end into another namespace and back.
+func kernelMove() (sample, error) {
+	a, err := netops.CreateNamedNS(nsPrefix + "mvA")
+	if err != nil {
+		return nil, err
+	}
+	defer func() { a.Close(); _ = netops.DeleteNamedNS(nsPrefix + "mvA") }()
+	b, err := netops.CreateNamedNS(nsPrefix + "mvB")
+	if err != nil {
+		return nil, err
+	}
+	defer func() { b.Close(); _ = netops.DeleteNamedNS(nsPrefix + "mvB") }()
+	var s sample
+	err = a.Do(func(ns.NetNS) error {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "mv0"}, PeerName: "mv0p"}); err != nil {
+			return err
+		}
+		for i := 0; i < *iterations; i++ {
+			l, err := netlink.LinkByName("mv0")
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			if err := netlink.LinkSetNsFd(l, int(b.Fd())); err != nil {
+				return err
+			}
+			err = b.Do(func(ns.NetNS) error {
+				l, err := netlink.LinkByName("mv0")
+				if err != nil {
+					return err
+				}
+				return netlink.LinkSetNsFd(l, int(a.Fd()))
+			})
+			if err != nil {
+				return err
+			}
+			s = append(s, time.Since(start))
+		}
+		return nil
+	})
+	return s, err
 }
 
 func ensureCNITool() {
