@@ -100,7 +100,7 @@ func TestEnsureBridgeConcurrent(t *testing.T) {
 func TestVethOnBridge(t *testing.T) {
 	host := testenv.NewNS(t, "netops")
 	ctr := testenv.NewNS(t, "netops")
-	spec := netops.VethSpec{HostPrefix: "tst", HostAlias: "test veth c1", PeerNS: ctr, PeerName: "eth9", MTU: 1400}
+	spec := netops.VethSpec{HostPrefix: "tst", PeerNS: ctr, PeerName: "eth9", MTU: 1400}
 	err := host.Do(func(ns.NetNS) error {
 		br, err := netops.EnsureBridge("br0", 1500)
 		if err != nil {
@@ -110,11 +110,14 @@ func TestVethOnBridge(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if v.Alias != spec.HostAlias || v.MTU != 1400 || len(v.Name) > 15 || v.Name[:3] != "tst" {
+		if v.Alias != "" || v.MTU != 1400 || len(v.Name) > 15 || v.Name[:3] != "tst" {
 			t.Errorf("host end: %+v", v.Attrs())
 		}
 		if _, err := netops.CreateVeth(spec); !errors.Is(err, netops.ErrNameTaken) {
 			t.Errorf("second veth with the same peer name: %v, want ErrNameTaken", err)
+		}
+		if err := netops.LabelVeth(v, "test veth c1", ctr, "eth9"); err != nil {
+			return err
 		}
 		if err := ctr.Do(func(ns.NetNS) error {
 			peer, err := netlink.LinkByName("eth9")

@@ -3,6 +3,7 @@ package netops
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -14,44 +15,62 @@ import (
 // a veth already belongs to a link in the peer's namespace.
 var ErrNameTaken = errors.New("interface name already taken")
 
-// vethNameAttempts bounds the retries on a clash of the random host name.
+// ErrHostNameTaken is returned (wrapped) when the fixed name asked for the
+// host end of a veth already belongs to a link in the current namespace.
+var ErrHostNameTaken = errors.New("host interface name already taken")
+
+// vethNameAttempts bounds the retries on a clash of a random host name.
 const vethNameAttempts = 8
 
 // VethSpec describes a veth pair with one end (the host end) in the current
 // namespace and the other (the peer) in another namespace.
 type VethSpec struct {
-	// HostPrefix starts the host end's name; random hex completes it.
+	// HostName is the host end's name. When empty, HostPrefix followed by
+	// random hex names it.
+	HostName   string
 	HostPrefix string
-	// HostAlias is stored as the host end's alias (IFLA_IFALIAS), so that
-	// the pair can be found and removed from the host alone, when the
-	// peer's namespace is forgotten. A crash between the creation and the
-	// labelling leaves an unlabelled pair, which only the peer's name finds.
-	HostAlias string
-	PeerNS    ns.NetNS
-	PeerName  string
-	MTU       int
+	// HostMAC, when set, is the host end's hardware address.
+	HostMAC  net.HardwareAddr
+	PeerNS   ns.NetNS
+	PeerName string
+	MTU      int
 }
 
-// CreateVeth creates the pair in one netlink request, the peer directly in
-// its namespace, so that no crash can leave it half moved, then labels the
-// host end. Both ends are left down. A clash of the random host name is retried with another; a
-// taken peer name is an error wrapping ErrNameTaken.
+// CreateVeth creates the pair in one netlink request: both names, the host
+// end's MAC, the MTU and the peer's namespace are given at creation, so a
+// crash leaves either no pair or the whole pair as specified, never one
+// half moved or misnamed. Both ends are left down and unlabelled: the
+// kernel ignores an alias (IFLA_IFALIAS) in a request that creates a link,
+// so a caller that must find the pair after a crash gives it a HostName (or
+// HostMAC) it can recompute, and labels it afterwards with LabelVeth.
+//
+// A taken peer name is an error wrapping ErrNameTaken, a taken HostName
+// one wrapping ErrHostNameTaken; a clash of a random host name is retried
+// with another.
 func CreateVeth(spec VethSpec) (*netlink.Veth, error) {
-	for range vethNameAttempts {
-		name, err := RandomName(spec.HostPrefix)
-		if err != nil {
-			return nil, err
+	attempts := vethNameAttempts
+	if spec.HostName != "" {
+		attempts = 1
+	}
+	for range attempts {
+		name := spec.HostName
+		if name == "" {
+			var err error
+			if name, err = RandomName(spec.HostPrefix); err != nil {
+				return nil, err
+			}
 		}
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name = name
 		attrs.MTU = spec.MTU
-		err = netlink.LinkAdd(&netlink.Veth{
+		attrs.HardwareAddr = spec.HostMAC
+		err := netlink.LinkAdd(&netlink.Veth{
 			LinkAttrs:     attrs,
 			PeerName:      spec.PeerName,
 			PeerNamespace: netlink.NsFd(int(spec.PeerNS.Fd())),
 		})
 		if err == nil {
-			return labelVeth(name, spec.HostAlias)
+			return lookupVeth(name)
 		}
 		if !errors.Is(err, unix.EEXIST) {
 			return nil, fmt.Errorf("failed to create veth %s with peer %s in %s: %w", name, spec.PeerName, spec.PeerNS.Path(), err)
@@ -64,31 +83,49 @@ func CreateVeth(spec VethSpec) (*netlink.Veth, error) {
 		if taken {
 			return nil, fmt.Errorf("cannot create %s in %s: %w", spec.PeerName, spec.PeerNS.Path(), ErrNameTaken)
 		}
+		if spec.HostName != "" {
+			return nil, fmt.Errorf("cannot create veth %s: %w", name, ErrHostNameTaken)
+		}
 	}
 	return nil, fmt.Errorf("failed to find a free host veth name with prefix %q after %d attempts", spec.HostPrefix, vethNameAttempts)
 }
 
-// labelVeth sets the alias of the new veth called name and returns it. The
-// kernel ignores an alias given at creation, hence a second request; if it
-// fails, the veth is deleted rather than left unlabelled.
-func labelVeth(name, alias string) (*netlink.Veth, error) {
+// lookupVeth returns the veth called name in the current namespace.
+func lookupVeth(name string) (*netlink.Veth, error) {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
-		return nil, fmt.Errorf("failed to look up new veth %s: %w", name, err)
+		return nil, fmt.Errorf("failed to look up veth %s: %w", name, err)
 	}
 	v, ok := l.(*netlink.Veth)
 	if !ok {
 		return nil, fmt.Errorf("link %s is a %s, not a veth", name, l.Type())
 	}
-	if alias == "" {
-		return v, nil
-	}
+	return v, nil
+}
+
+// LabelVeth stores alias (IFLA_IFALIAS) on the host end v and on its peer,
+// called peerName in peerNS, so that either end says whose it is. The host
+// end is labelled first: it is the one found from the host alone. The peer
+// is labelled only if it is v's peer: a link of that name that is not is
+// someone else's, and an error.
+func LabelVeth(v *netlink.Veth, alias string, peerNS ns.NetNS, peerName string) error {
 	if err := netlink.LinkSetAlias(v, alias); err != nil {
-		_, _ = DeleteLink(v)
-		return nil, fmt.Errorf("failed to label veth %s with %q: %w", name, alias, err)
+		return fmt.Errorf("failed to label veth %s with %q: %w", v.Name, alias, err)
 	}
 	v.Alias = alias
-	return v, nil
+	return peerNS.Do(func(ns.NetNS) error {
+		peer, err := netlink.LinkByName(peerName)
+		if err != nil {
+			return fmt.Errorf("failed to find %s, the peer of %s, in %s: %w", peerName, v.Name, peerNS.Path(), err)
+		}
+		if _, ok := peer.(*netlink.Veth); !ok || peer.Attrs().ParentIndex != v.Index {
+			return fmt.Errorf("%s in %s is not the peer of veth %s", peerName, peerNS.Path(), v.Name)
+		}
+		if err := netlink.LinkSetAlias(peer, alias); err != nil {
+			return fmt.Errorf("failed to label %s in %s with %q: %w", peerName, peerNS.Path(), alias, err)
+		}
+		return nil
+	})
 }
 
 // linkExistsIn reports whether a link called name exists in target.
@@ -112,9 +149,9 @@ func linkExistsIn(target ns.NetNS, name string) (bool, error) {
 // LinksByAliasPrefix returns the links of the current namespace whose alias
 // starts with prefix.
 func LinksByAliasPrefix(prefix string) ([]netlink.Link, error) {
-	links, err := retryInterruptedDump(netlink.LinkList)
+	links, err := ListLinks()
 	if err != nil {
-		return nil, fmt.Errorf("failed to list links: %w", err)
+		return nil, err
 	}
 	var found []netlink.Link
 	for _, l := range links {

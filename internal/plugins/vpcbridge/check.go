@@ -1,7 +1,9 @@
 package vpcbridge
 
 import (
+	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -15,82 +17,125 @@ import (
 // CHECK compares the kernel with the ADD's result. The comparisons are pure
 // functions over what was read, so they are tested with tables.
 
-// checkHostVeth verifies that the attachment has exactly one host veth and
-// that it is an up, isolated port of the bridge. It returns the veth.
+// ownResult is vpc-bridge's part of a prevResult, which after another
+// plugin in a chain also holds that plugin's interfaces, addresses and
+// routes.
+type ownResult struct {
+	mac    string      // of the container interface, as ADD reported it
+	addrs  []net.IPNet // on the container interface
+	routes []*types.Route
+}
+
+// ownPart picks vpc-bridge's part out of prev: the last interface called
+// ctrIfName in a sandbox (vpc-bridge appends its own after the earlier
+// plugins'), the addresses pointing at it, and the routes vpc-bridge adds:
+// an on-link route to one of those addresses' gateways, or a route via one.
+func ownPart(prev *current.Result, ctrIfName string) (ownResult, error) {
+	index := -1
+	for i, intf := range prev.Interfaces {
+		if intf.Name == ctrIfName && intf.Sandbox != "" {
+			index = i
+		}
+	}
+	if index < 0 {
+		return ownResult{}, fmt.Errorf("no interface %s in a sandbox: it is not the result of vpc-bridge's ADD", ctrIfName)
+	}
+	own := ownResult{mac: prev.Interfaces[index].Mac}
+	var gateways []net.IP
+	for _, ipc := range prev.IPs {
+		if ipc.Interface != nil && *ipc.Interface == index {
+			own.addrs = append(own.addrs, ipc.Address)
+			if ipc.Gateway != nil {
+				gateways = append(gateways, ipc.Gateway)
+			}
+		}
+	}
+	isGateway := func(ip net.IP) bool {
+		return slices.ContainsFunc(gateways, func(gw net.IP) bool { return gw.Equal(ip) })
+	}
+	for _, r := range prev.Routes {
+		onLinkToGateway := r.GW == nil && isGateway(r.Dst.IP) && sameNet(r.Dst, *netops.HostPrefix(r.Dst.IP))
+		if onLinkToGateway || r.GW != nil && isGateway(r.GW) {
+			own.routes = append(own.routes, r)
+		}
+	}
+	return own, nil
+}
+
+// checkHostVeth verifies that the attachment has its host veth, labelled,
+// and that it is an up, isolated port of the bridge. It returns the veth.
 func checkHostVeth(a attachment, br *netlink.Bridge) (netlink.Link, error) {
-	veths, err := attachmentVeths(a)
+	v, foreign, err := attachmentVeth(a)
 	if err != nil {
 		return nil, err
 	}
-	if len(veths) != 1 {
-		return nil, checkFailed("want 1 host veth labelled %q, found %d", a.alias(), len(veths))
+	if foreign != nil {
+		return nil, checkFailed("host link %s is not the veth of attachment %q (%s, alias %q)", foreign.Attrs().Name, a.alias(), foreign.Type(), foreign.Attrs().Alias)
 	}
-	v := veths[0]
-	if v.Attrs().MasterIndex != br.Index {
-		return nil, checkFailed("host veth %s is not a port of bridge %s", v.Attrs().Name, br.Name)
+	if v == nil {
+		return nil, checkFailed("no host veth %s labelled %q", a.hostVethName(), a.alias())
 	}
-	if v.Attrs().Flags&net.FlagUp == 0 {
-		return nil, checkFailed("host veth %s is down", v.Attrs().Name)
+	if v.Alias != a.alias() {
+		return nil, checkFailed("host veth %s is not labelled %q", v.Name, a.alias())
+	}
+	if v.MasterIndex != br.Index {
+		return nil, checkFailed("host veth %s is not a port of bridge %s", v.Name, br.Name)
+	}
+	if v.Flags&net.FlagUp == 0 {
+		return nil, checkFailed("host veth %s is down", v.Name)
 	}
 	pi, err := netlink.LinkGetProtinfo(v)
 	if err != nil {
-		return nil, cni.Wrap(cni.CodeInternal, err, "read the bridge port flags of %s", v.Attrs().Name)
+		return nil, cni.Wrap(cni.CodeInternal, err, "read the bridge port flags of %s", v.Name)
 	}
 	if !pi.Isolated {
-		return nil, checkFailed("bridge port %s is not isolated: containers on bridge %s could reach each other", v.Attrs().Name, br.Name)
+		return nil, checkFailed("bridge port %s is not isolated: containers on bridge %s could reach each other", v.Name, br.Name)
+	}
+	if !isolationActive(br.Name) {
+		return nil, checkFailed("nftables does not refuse routing between the ports of bridge %s: containers could reach each other through the host", br.Name)
 	}
 	return v, nil
 }
 
-// checkContainer verifies, inside the container, the veth, its MTU, that it
-// is the peer of the host veth, and the addresses and routes of prev.
-func checkContainer(ifName string, mtu, hostIndex int, prev *current.Result) error {
-	link, err := netlink.LinkByName(ifName)
+// checkContainer verifies, inside the container, the veth called
+// ctrIfName: that it is the peer of the host veth and labelled with the
+// attachment, its MTU, and the addresses and routes of own.
+func checkContainer(a attachment, ctrIfName string, mtu, hostIndex int, own ownResult) error {
+	link, err := netlink.LinkByName(ctrIfName)
 	if err != nil {
-		return checkFailed("no interface %s in the container: %v", ifName, err)
+		return checkFailed("no interface %s in the container: %v", ctrIfName, err)
 	}
 	if _, ok := link.(*netlink.Veth); !ok {
-		return checkFailed("%s in the container is a %s, not a veth", ifName, link.Type())
+		return checkFailed("%s in the container is a %s, not a veth", ctrIfName, link.Type())
 	}
 	if link.Attrs().ParentIndex != hostIndex {
-		return checkFailed("%s in the container is not the peer of the attachment's host veth", ifName)
+		return checkFailed("%s in the container is not the peer of the attachment's host veth", ctrIfName)
+	}
+	if link.Attrs().Alias != a.alias() {
+		return checkFailed("%s in the container is labelled %q, not %q", ctrIfName, link.Attrs().Alias, a.alias())
 	}
 	if link.Attrs().MTU != mtu {
-		return checkFailed("%s has MTU %d, config says %d", ifName, link.Attrs().MTU, mtu)
+		return checkFailed("%s has MTU %d, config says %d", ctrIfName, link.Attrs().MTU, mtu)
+	}
+	if own.mac != "" && own.mac != link.Attrs().HardwareAddr.String() {
+		return checkFailed("%s has MAC %s, the result says %s", ctrIfName, link.Attrs().HardwareAddr, own.mac)
 	}
 	addrs, err := netops.Addresses(link)
 	if err != nil {
-		return cni.Wrap(cni.CodeInternal, err, "read %s", ifName)
+		return cni.Wrap(cni.CodeInternal, err, "read %s", ctrIfName)
 	}
 	routes, err := netops.Routes(link)
 	if err != nil {
-		return cni.Wrap(cni.CodeInternal, err, "read %s", ifName)
+		return cni.Wrap(cni.CodeInternal, err, "read %s", ctrIfName)
 	}
-	want := containerAddrs(prev, ifName)
 	var problems []string
-	problems = append(problems, missingAddrs(want, addrs)...)
-	problems = append(problems, missingRoutes(prev.Routes, routes)...)
-	problems = append(problems, subnetRoutes(want, routes)...)
+	problems = append(problems, missingAddrs(own.addrs, addrs)...)
+	problems = append(problems, missingRoutes(own.routes, routes)...)
+	problems = append(problems, subnetRoutes(own.addrs, routes)...)
 	if len(problems) > 0 {
-		return checkFailed("%s: %s", ifName, strings.Join(problems, "; "))
+		return checkFailed("%s: %s", ctrIfName, strings.Join(problems, "; "))
 	}
 	return nil
-}
-
-// containerAddrs returns the addresses of prev that belong to the container
-// interface called ifName.
-func containerAddrs(prev *current.Result, ifName string) []net.IPNet {
-	var out []net.IPNet
-	for _, ipc := range prev.IPs {
-		if ipc.Interface == nil || *ipc.Interface < 0 || *ipc.Interface >= len(prev.Interfaces) {
-			continue
-		}
-		intf := prev.Interfaces[*ipc.Interface]
-		if intf.Name == ifName && intf.Sandbox != "" {
-			out = append(out, ipc.Address)
-		}
-	}
-	return out
 }
 
 func missingAddrs(want []net.IPNet, have []*net.IPNet) []string {

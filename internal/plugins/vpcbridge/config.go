@@ -3,7 +3,9 @@ package vpcbridge
 import (
 	"slices"
 
+	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 	cniversion "github.com/containernetworking/cni/pkg/version"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
@@ -24,6 +26,13 @@ type NetConf struct {
 	Bridge string `json:"bridge"`
 	// MTU of the bridge (when this plugin creates it) and of both veth ends.
 	MTU int `json:"mtu"`
+	// ContainerIfName names the container side of the veth; by default it
+	// is CNI_IFNAME. A runtime sends every plugin of a conflist the same
+	// CNI_IFNAME, so vpc-bridge chained after a plugin that takes it (vpc-eni
+	// takes eth0) needs a name of its own, e.g. "ecs-eth0". The attachment
+	// (the host veth's label, the IPAM allocation) stays keyed by
+	// CNI_IFNAME, as the spec defines attachments.
+	ContainerIfName string `json:"containerIfName"`
 
 	// The ECS agent writes these fields of the reference bridge plugin, all
 	// false. IsGateway is ignored: the bridge always holds the gateway
@@ -69,6 +78,11 @@ func decodeConfig(stdin []byte) (*NetConf, error) {
 	if err := netops.ValidateIfName(conf.Bridge); err != nil {
 		return nil, cni.FieldError("bridge", "%v", err)
 	}
+	if conf.ContainerIfName != "" {
+		if err := netops.ValidateIfName(conf.ContainerIfName); err != nil {
+			return nil, cni.FieldError("containerIfName", "%v", err)
+		}
+	}
 	switch {
 	case conf.MTU == 0:
 		conf.MTU = DefaultMTU
@@ -106,14 +120,31 @@ func requireIPAM(conf *NetConf) error {
 	return nil
 }
 
-// parsePrevResult turns the prevResult of a CHECK into the current result
-// type; a CHECK without one is a config error.
-func parsePrevResult(conf *NetConf) error {
+// containerIfName is the name of the container side of the veth: the
+// config's containerIfName, else CNI_IFNAME.
+func (c *NetConf) containerIfName(args *skel.CmdArgs) string {
+	if c.ContainerIfName != "" {
+		return c.ContainerIfName
+	}
+	return args.IfName
+}
+
+// prevResult returns the config's prevResult as a current result, or nil
+// when there is none. ADD has one when vpc-bridge follows another plugin in
+// a chain; CHECK always has one (required).
+func prevResult(conf *NetConf, required bool) (*current.Result, error) {
 	if conf.RawPrevResult == nil {
-		return cni.FieldError("prevResult", "missing: CHECK needs the result of the ADD")
+		if required {
+			return nil, cni.FieldError("prevResult", "missing: CHECK needs the result of the ADD")
+		}
+		return nil, nil
 	}
 	if err := cniversion.ParsePrevResult(&conf.NetConf); err != nil {
-		return cni.FieldError("prevResult", "%v", err)
+		return nil, cni.FieldError("prevResult", "%v", err)
 	}
-	return nil
+	prev, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return nil, cni.FieldError("prevResult", "%v", err)
+	}
+	return prev, nil
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
@@ -30,6 +31,24 @@ func TestDecodeConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		if conf.Bridge != "vpcbr0" || conf.MTU != 9001 || conf.IPAM.Type != "vpc-ipam" || conf.Name != "meta" {
+			t.Errorf("decoded %+v", conf)
+		}
+		args := &skel.CmdArgs{IfName: "eth0"}
+		if got := conf.containerIfName(args); got != "eth0" {
+			t.Errorf("containerIfName without the field = %q, want CNI_IFNAME", got)
+		}
+		conf.ContainerIfName = "ecs-eth0"
+		if got := conf.containerIfName(args); got != "ecs-eth0" {
+			t.Errorf("containerIfName = %q, want the field's", got)
+		}
+	})
+	t.Run("chained", func(t *testing.T) {
+		conf, err := decodeConfig([]byte(`{"cniVersion":"1.0.0","name":"task","type":"vpc-bridge",
+			"bridge":"ecs-bridge","containerIfName":"ecs-eth0","ipam":{"type":"vpc-ipam"}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if conf.ContainerIfName != "ecs-eth0" {
 			t.Errorf("decoded %+v", conf)
 		}
 	})
@@ -78,6 +97,9 @@ func TestDecodeConfigErrors(t *testing.T) {
 		{"forceAddress", `{"cniVersion":"1.0.0","bridge":"br0","forceAddress":true,` + base + `}`, cni.CodeInvalidConfig, `"forceAddress"`},
 		{"unsupported cniVersion", `{"cniVersion":"0.2.0","bridge":"br0",` + base + `}`, cni.CodeIncompatibleVersion, `"cniVersion"`},
 		{"no cniVersion", `{"bridge":"br0",` + base + `}`, cni.CodeIncompatibleVersion, `"cniVersion"`},
+		{"containerIfName too long", `{"cniVersion":"1.0.0","bridge":"br0","containerIfName":"a-very-long-ifname",` + base + `}`, cni.CodeInvalidConfig, `"containerIfName"`},
+		{"containerIfName with slash", `{"cniVersion":"1.0.0","bridge":"br0","containerIfName":"eth/1",` + base + `}`, cni.CodeInvalidConfig, `"containerIfName"`},
+		{"containerIfName not a string", `{"cniVersion":"1.0.0","bridge":"br0","containerIfName":1,` + base + `}`, cni.CodeInvalidConfig, `"containerIfName"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -97,8 +119,23 @@ func TestParsePrevResult(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := parsePrevResult(conf); !isCode(err, cni.CodeInvalidConfig) || !strings.Contains(err.Error(), `"prevResult"`) {
+	if _, err := prevResult(conf, true); !isCode(err, cni.CodeInvalidConfig) || !strings.Contains(err.Error(), `"prevResult"`) {
 		t.Errorf("CHECK without prevResult: %v", err)
+	}
+	if prev, err := prevResult(conf, false); prev != nil || err != nil {
+		t.Errorf("ADD without prevResult: %v, %v; want none and no error", prev, err)
+	}
+	// A 0.3.0 prevResult (the ECS agent's version) is read, its interface
+	// index included.
+	conf, err = decodeConfig([]byte(`{"cniVersion":"0.3.0","name":"n","bridge":"br0","ipam":{"type":"x"},
+		"prevResult":{"cniVersion":"0.3.0","interfaces":[{"name":"eth0","mac":"02:00:00:00:00:01","sandbox":"/ns"}],
+		"ips":[{"version":"4","interface":0,"address":"10.0.0.5/24","gateway":"10.0.0.1"}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev, err := prevResult(conf, false)
+	if err != nil || len(prev.IPs) != 1 || *prev.IPs[0].Interface != 0 || prev.Interfaces[0].Name != "eth0" {
+		t.Errorf("0.3.0 prevResult: %+v, %v", prev, err)
 	}
 }
 

@@ -13,8 +13,10 @@ import (
 	"github.com/vpcnet/vpcnet/internal/cni"
 )
 
-// The container side: the veth end called CNI_IFNAME, its addresses and
-// routes. These functions run inside the container's namespace.
+// The container side: the veth end called containerIfName (by default
+// CNI_IFNAME), its addresses and routes. These functions run inside the
+// container's namespace. Nothing here deletes a link: the container end
+// goes when DEL deletes the host end (host.go).
 
 // configureContainer gives the container veth its addresses and routes and
 // brings it up. Addresses are added without their prefix route: the kernel
@@ -88,34 +90,4 @@ func describeRoute(r *types.Route) string {
 		return r.Dst.String() + " on-link"
 	}
 	return fmt.Sprintf("%s via %s", r.Dst.String(), r.GW)
-}
-
-// removeContainerVeth deletes the veth called ifName in the namespace at
-// nsPath, when the DEL has a namespace and it still exists. Only a veth is
-// deleted: the name could belong to an ENI another plugin moved there.
-func removeContainerVeth(nsPath, ifName string) error {
-	if nsPath == "" {
-		return nil
-	}
-	err := ns.WithNetNSPath(nsPath, func(ns.NetNS) error {
-		l, err := netlink.LinkByName(ifName)
-		var nf netlink.LinkNotFoundError
-		if errors.As(err, &nf) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("failed to look up %s: %w", ifName, err)
-		}
-		if _, ok := l.(*netlink.Veth); !ok {
-			return nil
-		}
-		return deleteLink(l)
-	})
-	// A namespace that is gone took the veth with it.
-	var notExist ns.NSPathNotExistErr
-	var notNS ns.NSPathNotNSErr
-	if errors.As(err, &notExist) || errors.As(err, &notNS) {
-		return nil
-	}
-	return cni.Wrap(cni.CodeInternal, err, "remove %s from namespace %s", ifName, nsPath)
 }

@@ -23,6 +23,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	cniversion "github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -283,6 +284,8 @@ type call struct {
 	netns, containerID, ifName string
 	conf                       []byte
 	path                       string // CNI_PATH
+	// wrap, for exec, is a command line that runs the binary, given last.
+	wrap []string
 }
 
 func (c call) args() *skel.CmdArgs {
@@ -312,11 +315,17 @@ func (h *host) check(c call) error {
 // from a thread in a namespace starts there) and returns its stdout; a
 // failure is returned as the CNI error it printed.
 func (h *host) exec(verb string, c call, env ...string) ([]byte, error) {
-	bin := testenv.Binary(h.t, "vpc-bridge")
+	return h.execPlugin("vpc-bridge", verb, c, env...)
+}
+
+// execPlugin runs the named vpcnet plugin binary as exec runs vpc-bridge.
+func (h *host) execPlugin(plugin, verb string, c call, env ...string) ([]byte, error) {
+	bin := testenv.Binary(h.t, plugin)
 	var stdout, stderr bytes.Buffer
 	var runErr error
 	err := h.do(func() error {
-		cmd := exec.Command(bin)
+		argv := append(append([]string(nil), c.wrap...), bin)
+		cmd := exec.Command(argv[0], argv[1:]...)
 		cmd.Stdin = bytes.NewReader(c.conf)
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		cmd.Env = append([]string{
@@ -340,7 +349,7 @@ func (h *host) exec(verb string, c call, env ...string) ([]byte, error) {
 	if jerr := json.Unmarshal(stdout.Bytes(), &e); jerr == nil && e.Msg != "" {
 		return stdout.Bytes(), &e
 	}
-	return stdout.Bytes(), fmt.Errorf("vpc-bridge %s: %w (stdout %q, stderr %q)", verb, runErr, stdout.String(), stderr.String())
+	return stdout.Bytes(), fmt.Errorf("%s %s: %w (stdout %q, stderr %q)", plugin, verb, runErr, stdout.String(), stderr.String())
 }
 
 // result parses an ADD's stdout in the config's version.
@@ -506,5 +515,32 @@ func wantCode(t testing.TB, err error, code uint, mentions ...string) {
 		if !strings.Contains(e.Msg, m) {
 			t.Errorf("error %q does not mention %q", e.Msg, m)
 		}
+	}
+}
+
+// removeL3Isolation takes the test bridge out of vpc-bridge's nftables set,
+// as if the rule had never been added for it.
+func (h *host) removeL3Isolation(t testing.TB) {
+	t.Helper()
+	err := h.do(func() error {
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		if err := c.SetDeleteElements(newNftSet(), []nftables.SetElement{{Key: bridgeKey(bridgeName)}}); err != nil {
+			return err
+		}
+		return c.Flush()
+	})
+	if err != nil {
+		t.Fatalf("remove %s from the nftables set: %v", bridgeName, err)
+	}
+}
+
+// restoreL3Isolation puts it back, as the next ADD would.
+func (h *host) restoreL3Isolation(t testing.TB) {
+	t.Helper()
+	if err := h.do(func() error { return ensureIsolation(bridgeName) }); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -3,6 +3,7 @@ package vpcbridge
 import (
 	"errors"
 	"log/slog"
+	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -14,34 +15,48 @@ import (
 // The host side: the bridge and the host ends of the veths, in the namespace
 // the plugin runs in (the instance's).
 
-// hostVethPrefix starts the name of every host veth ("vbr" + 12 hex).
-const hostVethPrefix = "vbr"
-
+// ensureBridge returns the bridge, created if missing, with packets
+// between its ports refused at layer 3 too (see firewall.go).
 func ensureBridge(conf *NetConf) (*netlink.Bridge, error) {
 	br, err := netops.EnsureBridge(conf.Bridge, conf.MTU)
 	if err != nil {
 		return nil, cni.Wrap(cni.CodeInternal, err, "set up bridge %s", conf.Bridge)
 	}
+	if err := ensureIsolation(conf.Bridge); err != nil {
+		return nil, err
+	}
 	return br, nil
 }
 
-// createVeth creates the attachment's veth: the host end labelled with the
-// attachment, the container end called CNI_IFNAME in the container.
-func createVeth(conf *NetConf, a attachment, netns ns.NetNS) (*netlink.Veth, error) {
+// createVeth creates the attachment's veth: the host end named and
+// addressed after the attachment (see hostVethName), the container end
+// called ctrIfName in the container. It is not labelled yet.
+func createVeth(conf *NetConf, a attachment, netns ns.NetNS, ctrIfName string) (*netlink.Veth, error) {
 	v, err := netops.CreateVeth(netops.VethSpec{
-		HostPrefix: hostVethPrefix,
-		HostAlias:  a.alias(),
-		PeerNS:     netns,
-		PeerName:   a.IfName,
-		MTU:        conf.MTU,
+		HostName: a.hostVethName(),
+		HostMAC:  a.hostVethMAC(),
+		PeerNS:   netns,
+		PeerName: ctrIfName,
+		MTU:      conf.MTU,
 	})
-	if errors.Is(err, netops.ErrNameTaken) {
-		return nil, cni.EnvError("CNI_IFNAME", "an interface called %q already exists in %s and is not this attachment's", a.IfName, netns.Path())
-	}
-	if err != nil {
-		return nil, cni.Wrap(cni.CodeInternal, err, "create the veth for %s", a.IfName)
+	switch {
+	case errors.Is(err, netops.ErrNameTaken) && conf.ContainerIfName != "":
+		return nil, cni.FieldError("containerIfName", "an interface called %q already exists in %s and is not this attachment's", ctrIfName, netns.Path())
+	case errors.Is(err, netops.ErrNameTaken):
+		return nil, cni.EnvError("CNI_IFNAME", "an interface called %q already exists in %s and is not this attachment's; "+
+			"if vpc-bridge follows another plugin in a chain, which gets the same CNI_IFNAME, set \"containerIfName\" in its config to name its own interface",
+			ctrIfName, netns.Path())
+	case errors.Is(err, netops.ErrHostNameTaken):
+		return nil, cni.Errorf(cni.CodeInternal, "the host already has a link called %s that is not this attachment's veth: remove it", a.hostVethName())
+	case err != nil:
+		return nil, cni.Wrap(cni.CodeInternal, err, "create the veth for %s", ctrIfName)
 	}
 	return v, nil
+}
+
+// labelVeth labels both ends of the veth with the attachment.
+func labelVeth(v *netlink.Veth, a attachment, netns ns.NetNS, ctrIfName string) error {
+	return cni.Wrap(cni.CodeInternal, netops.LabelVeth(v, a.alias(), netns, ctrIfName), "label the veth of %s", a.IfName)
 }
 
 // attach makes the host veth an isolated port of the bridge. A full bridge
@@ -63,36 +78,42 @@ func addGateways(br *netlink.Bridge, p *containerPlan) error {
 	return nil
 }
 
-// attachmentVeths returns the host veths labelled with the attachment:
-// normally none or one.
-func attachmentVeths(a attachment) ([]netlink.Link, error) {
-	want := a.alias()
-	links, err := netops.LinksByAliasPrefix(want)
+// attachmentVeth returns the attachment's host veth, found by its name:
+// labelled, or unlabelled when an ADD crashed between creating and
+// labelling it. It returns nil, nil when there is none, and as foreign a
+// link of that name that is not a veth or is labelled for someone else.
+func attachmentVeth(a attachment) (v *netlink.Veth, foreign netlink.Link, err error) {
+	name := a.hostVethName()
+	l, err := netlink.LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	if errors.As(err, &nf) {
+		return nil, nil, nil
+	}
 	if err != nil {
-		return nil, cni.Wrap(cni.CodeInternal, err, "list host veths")
+		return nil, nil, cni.Wrap(cni.CodeInternal, err, "look up host veth %s", name)
 	}
-	var found []netlink.Link
-	for _, l := range links {
-		if l.Attrs().Alias == want {
-			found = append(found, l)
-		}
+	v, ok := l.(*netlink.Veth)
+	if !ok || (v.Alias != a.alias() && v.Alias != "") {
+		return nil, l, nil
 	}
-	return found, nil
+	return v, nil, nil
 }
 
-// removeAttachmentVeths deletes the attachment's veths from the host side,
-// which takes the container ends with them, wherever they are.
-func removeAttachmentVeths(a attachment) error {
-	links, err := attachmentVeths(a)
-	if err != nil {
+// removeAttachmentVeth deletes the attachment's veth from the host side,
+// which takes the container end with it, wherever it is. The container end
+// is never looked up by name: in a chain another plugin's link may carry
+// that name (on the local VPC an ENI is a veth too). A foreign link with
+// the veth's name is left alone.
+func removeAttachmentVeth(a attachment) error {
+	v, foreign, err := attachmentVeth(a)
+	if foreign != nil {
+		slog.Warn("a host link has the name of the attachment's veth but is not it; leaving it",
+			"link", foreign.Attrs().Name, "type", foreign.Type(), "alias", foreign.Attrs().Alias, "attachment", a.alias())
+	}
+	if err != nil || v == nil {
 		return err
 	}
-	for _, l := range links {
-		if err := deleteLink(l); err != nil {
-			return err
-		}
-	}
-	return nil
+	return deleteLink(v)
 }
 
 func deleteLink(l netlink.Link) error {
@@ -107,20 +128,37 @@ func deleteLink(l netlink.Link) error {
 }
 
 // staleVeths returns the host veths of the network whose attachment is not
-// among keep: those a GC removes.
+// among keep: those a GC removes. A labelled veth is the network's if its
+// label says so; an unlabelled one (an ADD crashed before labelling it) if
+// its name starts with the prefix and its MAC with the network's prefix,
+// and it is stale unless it carries the name of a valid attachment.
 func staleVeths(network string, keep map[cni.Attachment]bool) ([]netlink.Link, error) {
-	links, err := netops.LinksByAliasPrefix(networkAliasPrefix(network))
+	links, err := netops.ListLinks()
 	if err != nil {
 		return nil, cni.Wrap(cni.CodeInternal, err, "list host veths")
 	}
-	valid := make(map[string]bool, len(keep))
+	validAlias := make(map[string]bool, len(keep))
+	validName := make(map[string]bool, len(keep))
 	for k := range keep {
-		valid[attachment{network: network, Attachment: k}.alias()] = true
+		a := attachment{network: network, Attachment: k}
+		validAlias[a.alias()] = true
+		validName[a.hostVethName()] = true
 	}
 	var stale []netlink.Link
 	for _, l := range links {
-		if !valid[l.Attrs().Alias] {
-			stale = append(stale, l)
+		if _, ok := l.(*netlink.Veth); !ok {
+			continue
+		}
+		attrs := l.Attrs()
+		switch {
+		case strings.HasPrefix(attrs.Alias, networkAliasPrefix(network)):
+			if !validAlias[attrs.Alias] {
+				stale = append(stale, l)
+			}
+		case attrs.Alias == "" && strings.HasPrefix(attrs.Name, hostVethPrefix) && inNetwork(attrs.HardwareAddr, network):
+			if !validName[attrs.Name] {
+				stale = append(stale, l)
+			}
 		}
 	}
 	return stale, nil
@@ -129,6 +167,9 @@ func staleVeths(network string, keep map[cni.Attachment]bool) ([]netlink.Link, e
 // bridgeStatus says whether a container could be attached to the bridge
 // called name now: it exists with a free port, or the name is free.
 func bridgeStatus(name string) error {
+	if err := isolationStatus(name); err != nil {
+		return err
+	}
 	br, err := netops.LookupBridge(name)
 	if errors.Is(err, netops.ErrLinkNotFound) {
 		return nil

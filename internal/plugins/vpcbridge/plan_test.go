@@ -1,6 +1,7 @@
 package vpcbridge
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
 func cidr(s string) net.IPNet {
@@ -109,11 +111,6 @@ func TestPlanContainer(t *testing.T) {
 			if strings.Join(routes, " ") != strings.Join(c.routes, " ") {
 				t.Errorf("routes %v, want %v", routes, c.routes)
 			}
-			for _, ipc := range p.ips {
-				if ipc.Interface == nil || *ipc.Interface != containerIndex {
-					t.Errorf("address %s does not point at the container interface", ipc.Address.String())
-				}
-			}
 			// The IPAM's result is not modified.
 			for _, ipc := range c.in.IPs {
 				if ipc.Interface != nil {
@@ -181,5 +178,188 @@ func TestCheckComparisons(t *testing.T) {
 	withSubnet := append(good, netlink.Route{Dst: ipn("169.254.172.0/22")})
 	if p := subnetRoutes([]net.IPNet{addr}, withSubnet); len(p) != 1 {
 		t.Errorf("subnet route not reported: %v", p)
+	}
+}
+
+// TestHostVethIdentity: the host veth's name and MAC, which the kernel
+// takes at creation, are derived from the attachment: stable, distinct for
+// any change of network, container or ifname, a valid interface name, a
+// locally administered unicast MAC whose first half names the network.
+func TestHostVethIdentity(t *testing.T) {
+	a := attachment{network: "meta", Attachment: cni.Attachment{ContainerID: "c1", IfName: "eth0"}}
+	variants := []attachment{
+		{network: "meta2", Attachment: a.Attachment},
+		{network: "meta", Attachment: cni.Attachment{ContainerID: "c2", IfName: "eth0"}},
+		{network: "meta", Attachment: cni.Attachment{ContainerID: "c1", IfName: "eth1"}},
+		// The fields are separated: moving a character across does not collide.
+		{network: "met", Attachment: cni.Attachment{ContainerID: "ac1", IfName: "eth0"}},
+	}
+	if a.hostVethName() != (attachment{network: "meta", Attachment: a.Attachment}).hostVethName() {
+		t.Error("the name is not stable")
+	}
+	if err := netops.ValidateIfName(a.hostVethName()); err != nil || !strings.HasPrefix(a.hostVethName(), hostVethPrefix) || len(a.hostVethName()) != 15 {
+		t.Errorf("name %q: %v", a.hostVethName(), err)
+	}
+	mac := a.hostVethMAC()
+	if len(mac) != 6 || mac[0]&0x02 == 0 || mac[0]&0x01 != 0 {
+		t.Errorf("%s is not a locally administered unicast MAC", mac)
+	}
+	if !inNetwork(mac, "meta") || inNetwork(mac, "meta2") {
+		t.Errorf("MAC %s: inNetwork(meta) %v, inNetwork(meta2) %v", mac, inNetwork(mac, "meta"), inNetwork(mac, "meta2"))
+	}
+	for _, v := range variants {
+		if v.hostVethName() == a.hostVethName() {
+			t.Errorf("%+v and %+v share the name %s", v, a, a.hostVethName())
+		}
+		if v.hostVethMAC().String() == mac.String() {
+			t.Errorf("%+v and %+v share the MAC %s", v, a, mac)
+		}
+		if inNetwork(v.hostVethMAC(), "meta") != (v.network == "meta") {
+			t.Errorf("%+v: MAC %s, inNetwork(meta) wrong", v, v.hostVethMAC())
+		}
+	}
+}
+
+// eniPrev is what vpc-eni returns before vpc-bridge in a chain: the ENI as
+// eth0 with its address, a default route, and DNS.
+func eniPrev() *current.Result {
+	return &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{{Name: "eth0", Mac: "02:00:0a:4d:00:01", Sandbox: "/var/run/netns/task"}},
+		IPs:        []*current.IPConfig{{Interface: current.Int(0), Address: cidr("10.77.1.5/24"), Gateway: net.ParseIP("10.77.1.1")}},
+		Routes:     []*types.Route{{Dst: cidr("0.0.0.0/0"), GW: net.ParseIP("10.77.1.1")}},
+		DNS:        types.DNS{Nameservers: []string{"10.77.0.2"}},
+	}
+}
+
+func bridgePlan(t *testing.T) *containerPlan {
+	t.Helper()
+	p, err := planContainer("vpc-ipam", &current.Result{
+		IPs:    []*current.IPConfig{{Address: cidr("169.254.172.5/22"), Gateway: net.ParseIP("169.254.172.1")}},
+		Routes: []*types.Route{{Dst: cidr("169.254.170.2/32")}},
+		DNS:    types.DNS{Nameservers: []string{"169.254.172.53"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+var (
+	testBridge    = iface{name: "ecs-bridge", mac: "02:11:11:11:11:11"}
+	testHostVeth  = iface{name: "vbr0123456789ab", mac: "02:22:22:22:22:22"}
+	testContainer = iface{name: "ecs-eth0", mac: "02:33:33:33:33:33", sandbox: "/var/run/netns/task"}
+)
+
+// TestBuildResult: alone, vpc-bridge's result is its three interfaces with
+// the address on the third; after another plugin, the prevResult comes
+// first and whole, in its order, and the indexes count the merged list,
+// in every spec version that has a prevResult.
+func TestBuildResult(t *testing.T) {
+	t.Run("alone", func(t *testing.T) {
+		r := buildResult(nil, testBridge, testHostVeth, testContainer, bridgePlan(t))
+		if got := ifaceNames(r); got != "ecs-bridge vbr0123456789ab ecs-eth0@/var/run/netns/task" {
+			t.Errorf("interfaces %s", got)
+		}
+		if len(r.IPs) != 1 || *r.IPs[0].Interface != 2 || r.IPs[0].Address.String() != "169.254.172.5/22" {
+			t.Errorf("IPs %v", r.IPs)
+		}
+		if len(r.Routes) != 2 || len(r.DNS.Nameservers) != 1 || r.DNS.Nameservers[0] != "169.254.172.53" {
+			t.Errorf("routes %v DNS %v", r.Routes, r.DNS)
+		}
+	})
+	for _, version := range []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
+		t.Run("after vpc-eni/"+version, func(t *testing.T) {
+			prev := eniPrev()
+			merged := buildResult(prev, testBridge, testHostVeth, testContainer, bridgePlan(t))
+			if len(prev.Interfaces) != 1 || len(prev.IPs) != 1 || len(prev.Routes) != 1 {
+				t.Fatal("buildResult modified the prevResult")
+			}
+			// Through the version and back, as the runtime and the next
+			// plugin see it.
+			out, err := merged.GetAsVersion(version)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := current.NewResultFromResult(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ifaceNames(r); got != "eth0@/var/run/netns/task ecs-bridge vbr0123456789ab ecs-eth0@/var/run/netns/task" {
+				t.Errorf("interfaces %s", got)
+			}
+			if len(r.IPs) != 2 {
+				t.Fatalf("IPs %v", r.IPs)
+			}
+			if ip := r.IPs[0]; *ip.Interface != 0 || ip.Address.String() != "10.77.1.5/24" {
+				t.Errorf("first IP %v, want the ENI's on eth0 (the pod IP)", ip)
+			}
+			if ip := r.IPs[1]; *ip.Interface != 3 || ip.Address.String() != "169.254.172.5/22" {
+				t.Errorf("second IP %v, want the bridge address on interface 3", ip)
+			}
+			var routes []string
+			for _, rt := range r.Routes {
+				routes = append(routes, fmt.Sprintf("%s>%v", rt.Dst.String(), rt.GW))
+			}
+			if want := "0.0.0.0/0>10.77.1.1 169.254.172.1/32><nil> 169.254.170.2/32>169.254.172.1"; strings.Join(routes, " ") != want {
+				t.Errorf("routes %v, want %s", routes, want)
+			}
+			if len(r.DNS.Nameservers) != 1 || r.DNS.Nameservers[0] != "10.77.0.2" {
+				t.Errorf("DNS %v, want the first plugin's", r.DNS)
+			}
+		})
+	}
+	t.Run("prevResult without DNS", func(t *testing.T) {
+		prev := eniPrev()
+		prev.DNS = types.DNS{}
+		r := buildResult(prev, testBridge, testHostVeth, testContainer, bridgePlan(t))
+		if len(r.DNS.Nameservers) != 1 || r.DNS.Nameservers[0] != "169.254.172.53" {
+			t.Errorf("DNS %v, want the IPAM's", r.DNS)
+		}
+	})
+}
+
+func ifaceNames(r *current.Result) string {
+	var names []string
+	for _, i := range r.Interfaces {
+		n := i.Name
+		if i.Sandbox != "" {
+			n += "@" + i.Sandbox
+		}
+		names = append(names, n)
+	}
+	return strings.Join(names, " ")
+}
+
+// TestOwnPart: CHECK finds vpc-bridge's interface, addresses and routes in
+// a merged prevResult and leaves the earlier plugin's alone.
+func TestOwnPart(t *testing.T) {
+	merged := buildResult(eniPrev(), testBridge, testHostVeth, testContainer, bridgePlan(t))
+	// A route of the earlier plugin that is on-link, not via a gateway.
+	merged.Routes = append([]*types.Route{{Dst: cidr("10.77.9.0/24")}}, merged.Routes...)
+	own, err := ownPart(merged, "ecs-eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(own.addrs) != 1 || own.addrs[0].String() != "169.254.172.5/22" || own.mac != testContainer.mac {
+		t.Errorf("own addresses %v mac %s", own.addrs, own.mac)
+	}
+	var routes []string
+	for _, r := range own.routes {
+		routes = append(routes, describeRoute(r))
+	}
+	if want := "169.254.172.1/32 on-link|169.254.170.2/32 via 169.254.172.1"; strings.Join(routes, "|") != want {
+		t.Errorf("own routes %q, want %q", routes, want)
+	}
+	alone := buildResult(nil, testBridge, testHostVeth, testContainer, bridgePlan(t))
+	if own, err := ownPart(alone, "ecs-eth0"); err != nil || len(own.addrs) != 1 || len(own.routes) != 2 {
+		t.Errorf("alone: %+v, %v", own, err)
+	}
+	if _, err := ownPart(eniPrev(), "ecs-eth0"); err == nil || !strings.Contains(err.Error(), "no interface ecs-eth0") {
+		t.Errorf("prevResult without vpc-bridge's part: %v", err)
+	}
+	// The host veth has no sandbox: a name match there is not the container's.
+	if _, err := ownPart(merged, testHostVeth.name); err == nil {
+		t.Error("ownPart took the host veth for the container interface")
 	}
 }

@@ -4,14 +4,22 @@
 // else. It plays the role of the ECS agent's ecs-bridge and accepts its
 // config.
 //
-// Each ADD creates a veth pair: the host end, labelled with the attachment,
-// becomes an isolated port of the bridge (created on first use, with a MAC
-// derived from its name); the container end, CNI_IFNAME, gets the address
-// from the IPAM plugin named in ipam.type. The bridge holds the gateway
-// address. The container gets an on-link route to the gateway and routes
-// through it to the IPAM's destinations, but no route to the subnet, and the
-// bridge does not forward between isolated ports: containers on one bridge
-// cannot reach each other.
+// Each ADD creates a veth pair: the host end, named, addressed and
+// labelled after the attachment, becomes an isolated port of the bridge
+// (created on first use, with a MAC derived from its name); the container
+// end, containerIfName or else CNI_IFNAME, is labelled too and gets the
+// address from the IPAM plugin named in ipam.type. The bridge holds the
+// gateway address. The container gets an on-link route to the gateway and
+// routes through it to the IPAM's destinations, but no route to the subnet;
+// the bridge does not forward between isolated ports, and an nftables rule
+// keeps the host from routing between them (firewall.go): containers on
+// one bridge cannot reach each other.
+//
+// After another plugin in a chain (vpc-eni takes eth0), vpc-bridge names
+// its container side from containerIfName and appends its interfaces,
+// addresses and routes to the prevResult. Everything it removes it finds
+// from the host end, never by a name in the container, which may be
+// another plugin's.
 package vpcbridge
 
 import (
@@ -20,7 +28,6 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
@@ -34,6 +41,7 @@ const (
 	stepBridge   = "vpc-bridge: bridge ready"
 	stepStale    = "vpc-bridge: earlier veth removed"
 	stepVeth     = "vpc-bridge: veth created"
+	stepLabelled = "vpc-bridge: veth labelled"
 	stepAttached = "vpc-bridge: veth attached"
 	stepIPAM     = "vpc-bridge: address allocated"
 	stepGateway  = "vpc-bridge: gateway on bridge"
@@ -60,15 +68,20 @@ func printResult(r types.Result, err error) error {
 }
 
 // Add connects the container to the bridge and returns the result in the
-// config's version. It runs in the host namespace. A failed Add removes the
-// veth and releases the address; the bridge and its gateway address, shared
-// by every container, stay.
+// config's version: the prevResult, if any, followed by vpc-bridge's part.
+// It runs in the host namespace. A failed Add removes the veth and releases
+// the address; the bridge, its gateway address and its nftables element,
+// shared by every container, stay.
 func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 	conf, err := decodeConfig(args.StdinData)
 	if err != nil {
 		return nil, err
 	}
 	if err := requireIPAM(conf); err != nil {
+		return nil, err
+	}
+	prev, err := prevResult(conf, false)
+	if err != nil {
 		return nil, err
 	}
 	ipam, err := findIPAM(conf, args)
@@ -83,8 +96,9 @@ func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 		return nil, cni.EnvError("CNI_NETNS", "cannot open namespace %q: %v", args.Netns, err)
 	}
 	defer netns.Close()
-	a := attachment{network: conf.Name, Attachment: cni.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}}
-	log := slog.With("container", args.ContainerID, "ifname", args.IfName, "bridge", conf.Bridge)
+	a := attachmentOf(conf, args)
+	ctrIfName := conf.containerIfName(args)
+	log := slog.With("container", args.ContainerID, "ifname", args.IfName, "containerIfName", ctrIfName, "bridge", conf.Bridge)
 
 	var undo rollback
 	defer func() {
@@ -102,17 +116,22 @@ func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 
 	// A retried ADD (after a timeout or crash) starts over on a clean slate;
 	// the IPAM plugin gives the attachment the same address again.
-	if err := removeAttachmentVeths(a); err != nil {
+	if err := removeAttachmentVeth(a); err != nil {
 		return nil, err
 	}
 	cni.Step(stepStale)
 
-	veth, err := createVeth(conf, a, netns)
+	veth, err := createVeth(conf, a, netns, ctrIfName)
 	if err != nil {
 		return nil, err
 	}
 	undo.add(func() { _ = deleteLink(veth) })
 	cni.Step(stepVeth)
+
+	if err := labelVeth(veth, a, netns, ctrIfName); err != nil {
+		return nil, err
+	}
+	cni.Step(stepLabelled)
 
 	if err := attach(veth, br); err != nil {
 		return nil, err
@@ -139,22 +158,28 @@ func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 	}
 	cni.Step(stepGateway)
 
-	ctrLink, err := configureContainerIn(netns, args.IfName, plan)
+	ctrLink, err := configureContainerIn(netns, ctrIfName, plan)
 	if err != nil {
 		return nil, err
 	}
 	log.Info("container connected", "veth", veth.Name, "plan", plan.String())
 
-	res := buildResult(
+	res := buildResult(prev,
 		iface{name: br.Name, mac: br.HardwareAddr.String()},
 		iface{name: veth.Name, mac: veth.HardwareAddr.String()},
-		iface{name: args.IfName, mac: ctrLink.Attrs().HardwareAddr.String(), sandbox: args.Netns},
+		iface{name: ctrIfName, mac: ctrLink.Attrs().HardwareAddr.String(), sandbox: args.Netns},
 		plan)
 	out, err := res.GetAsVersion(conf.CNIVersion)
 	if err != nil {
 		return nil, cni.Wrap(cni.CodeInternal, err, "convert the result to version %s", conf.CNIVersion)
 	}
 	return out, nil
+}
+
+// attachmentOf is the attachment the verb is about. CNI_IFNAME, not the
+// container side's name, is part of it, as the spec defines attachments.
+func attachmentOf(conf *NetConf, args *skel.CmdArgs) attachment {
+	return attachment{network: conf.Name, Attachment: cni.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}}
 }
 
 // rollback is what a failed ADD undoes, newest first.
@@ -171,26 +196,27 @@ func (r rollback) run() {
 // Del disconnects the container and releases its address. It succeeds when
 // there is nothing left to do: an empty CNI_NETNS, a namespace that is gone
 // (its veth died with it), no ipam section (the ECS agent releases the
-// address itself), a second DEL.
+// address itself), a second DEL. It needs neither the namespace nor the
+// prevResult: the attachment's host veth is found by its name, and
+// deleting it takes the container end along. No link in the container is
+// ever deleted by name: in a chain the name may be another plugin's.
 func Del(ctx context.Context, args *skel.CmdArgs) error {
 	conf, err := decodeConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
-	a := attachment{network: conf.Name, Attachment: cni.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}}
-	// The links go first: an address must not be handed out again while a
+	// The link goes first: an address must not be handed out again while a
 	// veth still carries it.
-	if err := removeAttachmentVeths(a); err != nil {
-		return err
-	}
-	if err := removeContainerVeth(args.Netns, args.IfName); err != nil {
+	if err := removeAttachmentVeth(attachmentOf(conf, args)); err != nil {
 		return err
 	}
 	return runIPAM(ctx, conf, args, "DEL")
 }
 
-// Check verifies that the attachment is as the ADD left it (its result is
-// the config's prevResult) and asks the IPAM plugin to check its side.
+// Check verifies that the attachment is as the ADD left it and asks the
+// IPAM plugin to check its side. The prevResult is the result of the
+// chain's ADD; only vpc-bridge's part of it is checked here (ownPart), the
+// earlier plugins check theirs.
 func Check(ctx context.Context, args *skel.CmdArgs) error {
 	conf, err := decodeConfig(args.StdinData)
 	if err != nil {
@@ -199,10 +225,12 @@ func Check(ctx context.Context, args *skel.CmdArgs) error {
 	if err := requireIPAM(conf); err != nil {
 		return err
 	}
-	if err := parsePrevResult(conf); err != nil {
+	prev, err := prevResult(conf, true)
+	if err != nil {
 		return err
 	}
-	prev, err := current.NewResultFromResult(conf.PrevResult)
+	ctrIfName := conf.containerIfName(args)
+	own, err := ownPart(prev, ctrIfName)
 	if err != nil {
 		return cni.FieldError("prevResult", "%v", err)
 	}
@@ -215,13 +243,13 @@ func Check(ctx context.Context, args *skel.CmdArgs) error {
 	if err != nil {
 		return checkFailed("%v", err)
 	}
-	a := attachment{network: conf.Name, Attachment: cni.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}}
+	a := attachmentOf(conf, args)
 	host, err := checkHostVeth(a, br)
 	if err != nil {
 		return err
 	}
 	err = netns.Do(func(ns.NetNS) error {
-		return checkContainer(args.IfName, conf.MTU, host.Attrs().Index, prev)
+		return checkContainer(a, ctrIfName, conf.MTU, host.Attrs().Index, own)
 	})
 	if err != nil {
 		return err
@@ -242,9 +270,9 @@ func runIPAM(ctx context.Context, conf *NetConf, args *skel.CmdArgs, verb string
 }
 
 // GC removes the veths of this network whose attachment is not in
-// cni.dev/valid-attachments, then lets the IPAM plugin release their
-// addresses. (A veth whose container namespace is gone needs no GC: it
-// died with the namespace.)
+// cni.dev/valid-attachments, labelled or left unlabelled by a crashed ADD,
+// then lets the IPAM plugin release their addresses. (A veth whose
+// container namespace is gone needs no GC: it died with the namespace.)
 func GC(ctx context.Context, args *skel.CmdArgs) error {
 	conf, err := decodeConfig(args.StdinData)
 	if err != nil {
@@ -266,8 +294,11 @@ func GC(ctx context.Context, args *skel.CmdArgs) error {
 	return runIPAM(ctx, conf, args, "GC")
 }
 
-// Status reports whether an ADD could succeed now: the bridge exists with a
-// free port or its name is free to create it, and the IPAM plugin is ready.
+// Status reports whether an ADD could succeed now: nftables answers (an ADD
+// that cannot isolate its container fails), the bridge exists with a free
+// port or its name is free to create it, and the IPAM plugin is ready.
+// Anything missing is code 50, "not available": vpc-bridge has no degraded
+// mode in which ADDs succeed with less (code 51 would say so).
 func Status(ctx context.Context, args *skel.CmdArgs) error {
 	conf, err := decodeConfig(args.StdinData)
 	if err != nil {

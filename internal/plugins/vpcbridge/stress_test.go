@@ -61,6 +61,14 @@ func TestConcurrentAddDel(t *testing.T) {
 	if held := ip.allocations(t, "meta"); len(held) != n {
 		t.Errorf("%d allocations, want %d", len(held), n)
 	}
+	// They all raced to install the nftables rule too: one rule, one
+	// element.
+	if rules := h.isolationRules(t); len(rules) != 1 {
+		t.Errorf("the forward chain has %d rules, want 1", len(rules))
+	}
+	if bridges := h.isolatedBridges(t); len(bridges) != 1 || bridges[0] != bridgeName+"."+bridgeName {
+		t.Errorf("the nftables set holds %v, want only %s.%s", bridges, bridgeName, bridgeName)
+	}
 
 	errs = all(n, func(i int) error {
 		_, err := h.exec("DEL", tasks[i].c)
@@ -93,8 +101,9 @@ func all(n int, f func(i int) error) []error {
 }
 
 // TestCrashAtEachStep kills the ADD at each step it reaches (SIGKILL: no
-// deferred cleanup runs) and then repairs with DEL, with GC, or by retrying
-// the ADD and then deleting. Afterwards the host and the container are as
+// deferred cleanup runs) and then repairs with DEL, with DEL without the
+// namespace, with GC, or by retrying the ADD and then deleting. The crash
+// at "veth created" leaves a pair that is not labelled yet. Afterwards the host and the container are as
 // before the ADD, link for link, address for address, route for route, and
 // no address is held. "As before" includes the bridge and its gateway
 // address: they are shared by every task and made by the first ADD, which
@@ -114,7 +123,7 @@ func TestCrashAtEachStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	steps := ourSteps(t, stepLog)
-	want := []string{stepBridge, stepStale, stepVeth, stepAttached, stepIPAM, stepGateway, stepAddress, stepRoutes}
+	want := []string{stepBridge, stepStale, stepVeth, stepLabelled, stepAttached, stepIPAM, stepGateway, stepAddress, stepRoutes}
 	if strings.Join(steps, "|") != strings.Join(want, "|") {
 		t.Fatalf("ADD reached steps %q, want %q", steps, want)
 	}
@@ -126,6 +135,15 @@ func TestCrashAtEachStep(t *testing.T) {
 		{"DEL", func(t *testing.T, c call) {
 			if _, err := h.exec("DEL", c); err != nil {
 				t.Fatalf("DEL after the crash: %v", err)
+			}
+		}},
+		// As crictl rmp does after a failed runp, and as the only way left
+		// when the namespace is forgotten: the host veth is found by the
+		// name it was created with, even if the crash came before its label.
+		{"DEL without netns", func(t *testing.T, c call) {
+			c.netns = ""
+			if _, err := h.exec("DEL", c); err != nil {
+				t.Fatalf("DEL without netns after the crash: %v", err)
 			}
 		}},
 		{"GC", func(t *testing.T, c call) {

@@ -246,7 +246,12 @@ func (h *host) verifyIsolated(t *testing.T, a, b *task) {
 		t.Fatalf("through the bridge with a route added: %v", err)
 	}
 
+	// The control. Where br_netfilter is loaded (Docker and Kubernetes
+	// hosts, this machine), bridged IP packets also pass the forward hook,
+	// where vpc-bridge's nftables rule refuses them too: it goes for the
+	// control and comes back with the next ADD.
 	h.setIsolated(t, false, a, b)
+	h.removeL3Isolation(t)
 	err = a.ns.Do(func(ns.NetNS) error {
 		// Forget the failed ARP entry so the next connection asks again.
 		neighs, err := netlink.NeighList(0, netlink.FAMILY_V4)
@@ -265,6 +270,7 @@ func (h *host) verifyIsolated(t *testing.T, a, b *task) {
 		t.Fatalf("control failed: without isolation task a should reach task b: %q, %v", got, err)
 	}
 	h.setIsolated(t, true, a, b)
+	h.restoreL3Isolation(t)
 	for _, tk := range []*task{a, b} {
 		err := tk.ns.Do(func(ns.NetNS) error {
 			l, err := netlink.LinkByName(tk.c.ifName)
@@ -285,6 +291,26 @@ func (h *host) verifyIsolated(t *testing.T, a, b *task) {
 // keeps retrying a SYN to an on-link address whose ARP failed until the
 // dial times out, so the neighbour state is the quicker verdict.
 func unreachable(n ns.NetNS, target string, ip net.IP) error {
+	return blocked(n, target, func() (bool, error) {
+		failed := false
+		err := n.Do(func(ns.NetNS) error {
+			neighs, err := netlink.NeighList(0, netlink.FAMILY_V4)
+			for _, nb := range neighs {
+				if nb.IP.Equal(ip) && nb.State == netlink.NUD_FAILED {
+					failed = true
+				}
+			}
+			return err
+		})
+		return failed, err
+	})
+}
+
+// blocked dials target from n and returns nil once it is clear that the
+// connection cannot succeed: the dial fails, or lost reports that its
+// packets are being lost, which the dial itself would only notice on
+// timing out. It fails if the dial connects.
+func blocked(n ns.NetNS, target string, lost func() (bool, error)) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -296,7 +322,7 @@ func unreachable(n ns.NetNS, target string, ip net.IP) error {
 		cancel()
 		<-done
 	}()
-	tick := time.NewTicker(50 * time.Millisecond)
+	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
@@ -307,20 +333,18 @@ func unreachable(n ns.NetNS, target string, ip net.IP) error {
 			}
 			return nil
 		case <-tick.C:
-			failed := false
-			err := n.Do(func(ns.NetNS) error {
-				neighs, err := netlink.NeighList(0, netlink.FAMILY_V4)
-				for _, nb := range neighs {
-					if nb.IP.Equal(ip) && nb.State == netlink.NUD_FAILED {
-						failed = true
-					}
-				}
-				return err
-			})
+			isLost, err := lost()
 			if err != nil {
 				return err
 			}
-			if failed {
+			if isLost {
+				// The dial may have connected meanwhile.
+				cancel()
+				if err := <-done; err == nil {
+					done <- err
+					return fmt.Errorf("connected to %s", target)
+				}
+				done <- nil
 				return nil
 			}
 		}
@@ -636,6 +660,16 @@ func TestCheckDetectsDrift(t *testing.T) {
 	h.setIsolated(t, false, tk)
 	wantCode(t, h.check(check), 999, "not isolated")
 	h.setIsolated(t, true, tk)
+
+	h.removeL3Isolation(t)
+	wantCode(t, h.check(check), 999, "nftables does not refuse routing", bridgeName)
+	h.restoreL3Isolation(t)
+
+	inCtr(func(l netlink.Link) error { return netlink.LinkSetAlias(l, "") })
+	wantCode(t, h.check(check), 999, "eth1 in the container is labelled \"\"")
+	inCtr(func(l netlink.Link) error {
+		return netlink.LinkSetAlias(l, attachmentOf(&NetConf{NetConf: types.NetConf{Name: "meta"}}, tk.c.args()).alias())
+	})
 	if err := h.check(check); err != nil {
 		t.Fatalf("CHECK after repairs: %v", err)
 	}
@@ -704,7 +738,8 @@ func TestGC(t *testing.T) {
 }
 
 // TestStatus: ready with no bridge yet or a bridge with room; not ready
-// when the bridge's name is taken by another kind of link.
+// when nftables cannot be used or the bridge's name is taken by another
+// kind of link.
 func TestStatus(t *testing.T) {
 	h := newHost(t)
 	ip := vpcIPAM(t)
@@ -727,6 +762,13 @@ func TestStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Without CAP_NET_ADMIN the kernel refuses nftables (and an ADD could
+	// not isolate its container): not available.
+	noNftables := c
+	noNftables.wrap = []string{testenv.Tool(t, "setpriv"), "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", "--"}
+	_, err = h.exec("STATUS", noNftables)
+	wantCode(t, err, 50, "nftables", bridgeName)
+
 	_, err = h.exec("STATUS", c)
 	wantCode(t, err, 50, bridgeName, "not a bridge")
 	tk := call{netns: testenv.NewNS(t, tag).Path(), containerID: "st", ifName: "eth1", conf: c.conf, path: c.path}
