@@ -49,7 +49,9 @@ var instanceMetadata = []netip.Prefix{
 // the prevResult's addresses on it and its routes via the config's
 // gateways, the on-link routes those need, and the blackholes.
 func expectedState(conf *netConf, prev *types100.Result, ifName string) (eniState, error) {
-	index := slices.IndexFunc(prev.Interfaces, func(i *types100.Interface) bool { return i.Name == ifName })
+	// In a chain, a later plugin may add interfaces too (even a host-side
+	// one with the same name): the ENI is the one in the sandbox.
+	index := slices.IndexFunc(prev.Interfaces, func(i *types100.Interface) bool { return i.Name == ifName && i.Sandbox != "" })
 	if index < 0 {
 		return eniState{}, fmt.Errorf("prevResult lists no interface named %s", ifName)
 	}
@@ -63,7 +65,7 @@ func expectedState(conf *netConf, prev *types100.Result, ifName string) (eniStat
 	}
 	want.MTU = conf.MTU
 	for _, ip := range prev.IPs {
-		if ip.Interface != nil && *ip.Interface != index {
+		if ip.Interface == nil || *ip.Interface != index {
 			continue
 		}
 		if p, ok := prefixOf(&ip.Address); ok {
