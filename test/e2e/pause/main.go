@@ -1,0 +1,29 @@
+// Command pause is the sandbox process of the e2e tests' CRI pods, in the
+// image localhost/vpcnet-pause:e2e: it holds the pod's namespaces, reaps
+// the children it inherits as PID 1, and exits on SIGTERM or SIGINT.
+// Static and tiny, it stands in for registry.k8s.io/pause, which cannot be
+// pulled here.
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGCHLD)
+	for s := range sigs {
+		if s != syscall.SIGCHLD {
+			return
+		}
+		for {
+			var ws syscall.WaitStatus
+			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+			if pid <= 0 || err != nil {
+				break
+			}
+		}
+	}
+}
