@@ -73,22 +73,38 @@ func CreateNamedNS(name string) (ns.NetNS, error) {
 	}
 	f.Close()
 
-	// Unshare on a thread of our own and never give that thread back to the
-	// Go scheduler: it ends with the goroutine, so no other goroutine can
-	// ever run in the new namespace by accident.
+	// Unshare on a locked thread, pin the new namespace, then put the
+	// thread back where it was before unlocking it. Letting the thread end
+	// instead is not enough: when the goroutine runs on Go's main thread,
+	// the runtime parks that thread for good rather than ending it, and it
+	// would hold the new namespace alive after DeleteNamedNS.
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		orig, err := ns.GetCurrentNS()
+		if err != nil {
+			errc <- fmt.Errorf("failed to open the current namespace: %w", err)
+			runtime.UnlockOSThread()
+			return
+		}
+		defer orig.Close()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			errc <- fmt.Errorf("failed to unshare network namespace: %w", err)
+			runtime.UnlockOSThread()
 			return
 		}
 		self := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
-		if err := unix.Mount(self, path, "none", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("failed to bind-mount namespace at %s: %w", path, err)
+		mountErr := unix.Mount(self, path, "none", unix.MS_BIND, "")
+		if err := orig.Set(); err != nil {
+			// Stay locked: the thread ends with the goroutine.
+			errc <- errors.Join(mountErr, fmt.Errorf("failed to return to the original namespace: %w", err))
 			return
 		}
-		errc <- nil
+		runtime.UnlockOSThread()
+		if mountErr != nil {
+			mountErr = fmt.Errorf("failed to bind-mount namespace at %s: %w", path, mountErr)
+		}
+		errc <- mountErr
 	}()
 	if err := <-errc; err != nil {
 		os.Remove(path)

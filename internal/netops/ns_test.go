@@ -1,9 +1,14 @@
 package netops_test
 
 import (
+	"bufio"
+	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -13,6 +18,15 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(envChildMode) == "create-delete" {
+		if err := createDeleteChild(); err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		fmt.Println("done")
+		_, _ = io.Copy(io.Discard, os.Stdin) // live until the test is done looking
+		os.Exit(0)
+	}
 	testenv.CleanLeftovers("netops")
 	os.Exit(m.Run())
 }
@@ -131,4 +145,89 @@ func TestMoveLinkAndWait(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Fatalf("WaitForLink: %v", err)
 	}
+}
+
+// TestDeletedNamespaceDies checks that nothing of ours keeps a namespace
+// alive once it is deleted: a veth pair inside it must vanish with it, as
+// the local VPC and the task launcher rely on. The namespaces are made by a
+// child process from its main goroutine, where the goroutine that unshares
+// is most likely to run on Go's main thread, which the runtime never ends.
+func TestDeletedNamespaceDies(t *testing.T) {
+	watch := testenv.NewNS(t, "netops")
+	// The child stays alive until its stdin closes: a wedged thread of a
+	// live process is what would keep a namespace from dying.
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envChildMode+"=create-delete", envWatchNS+"="+watch.Path())
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); _ = cmd.Wait() }()
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	if line != "done\n" {
+		t.Fatalf("child: %q", line)
+	}
+	// Each namespace held one end of a veth pair whose peer is in watch:
+	// once they are all freed, no peer remains.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var left []string
+		_ = watch.Do(func(ns.NetNS) error {
+			links, _ := netops.ListLinks()
+			for _, l := range links {
+				if l.Type() == "veth" {
+					left = append(left, l.Attrs().Name)
+				}
+			}
+			return nil
+		})
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10s after deletion, %d namespace(s) are still alive (peers %v): something holds them", len(left), left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+const (
+	envChildMode = "VPCNET_NETOPS_TEST_CHILD"
+	envWatchNS   = "VPCNET_NETOPS_TEST_WATCH"
+)
+
+// createDeleteChild is the child of TestDeletedNamespaceDies.
+func createDeleteChild() error {
+	watch, err := ns.GetNS(os.Getenv(envWatchNS))
+	if err != nil {
+		return err
+	}
+	defer watch.Close()
+	for i := 0; i < 10; i++ {
+		name := fmt.Sprintf("%snetops-child%d-%d", testenv.NSPrefix, os.Getpid(), i)
+		n, err := netops.CreateNamedNS(name)
+		if err != nil {
+			return err
+		}
+		err = n.Do(func(ns.NetNS) error {
+			return netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "a"}, PeerName: fmt.Sprintf("peer%d", i),
+				PeerNamespace: netlink.NsFd(int(watch.Fd()))})
+		})
+		n.Close()
+		if derr := netops.DeleteNamedNS(name); err == nil {
+			err = derr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
