@@ -59,7 +59,7 @@ func serveArgs(name string) func(dir string) []string {
 
 func localUpCommand(name *string) *cobra.Command {
 	var cfg localvpc.Config
-	var vpcCIDR, faults string
+	var vpcCIDR, faults, throttle string
 	var subnets []string
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -67,6 +67,11 @@ func localUpCommand(name *string) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Name = *name
+			// Zero in Config means "the default": refuse it here, where
+			// it can only have been asked for.
+			if cfg.Instances < 1 {
+				return fmt.Errorf("--instances %d: between 1 and 64", cfg.Instances)
+			}
 			if vpcCIDR != "" {
 				p, err := netip.ParsePrefix(vpcCIDR)
 				if err != nil {
@@ -86,6 +91,11 @@ func localUpCommand(name *string) *cobra.Command {
 					return fmt.Errorf("--faults: %w", err)
 				}
 			}
+			if throttle != "" {
+				if err := json.Unmarshal([]byte(throttle), &cfg.Throttle); err != nil {
+					return fmt.Errorf("--throttle: %w", err)
+				}
+			}
 			start := time.Now()
 			c, err := localvpc.Up(cmd.Context(), cfg, serveArgs(*name))
 			if err != nil {
@@ -103,6 +113,7 @@ func localUpCommand(name *string) *cobra.Command {
 	cmd.Flags().StringVar(&cfg.Region, "region", localvpc.DefaultRegion, "region")
 	cmd.Flags().StringVar(&cfg.Listen, "listen", "127.0.0.1:0", "the EC2 API's address in the root namespace")
 	cmd.Flags().StringVar(&faults, "faults", "", `fault injection as JSON, e.g. '{"attachDelay":"3s","actions":{"*":{"throttleRate":0.2}}}'`)
+	cmd.Flags().StringVar(&throttle, "throttle", "", `EC2 request token buckets as JSON (default: EC2's own), e.g. '{"disabled":true}'`)
 	return cmd
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 
 	"github.com/vpcnet/vpcnet/internal/localvpc/ec2api"
 	"github.com/vpcnet/vpcnet/internal/localvpc/vpc"
@@ -24,6 +25,9 @@ type Config struct {
 	// a free one (control.json says which).
 	Listen string        `json:"listen"`
 	Faults ec2api.Faults `json:"faults"`
+	// Throttle sizes the EC2 API's request token buckets; the zero value
+	// means EC2's own (ec2api.DefaultThrottle).
+	Throttle ec2api.ThrottleConfig `json:"throttle,omitzero"`
 }
 
 // SubnetConfig is one subnet to create.
@@ -97,8 +101,8 @@ func (c Config) Validate() error {
 	if _, err := vpc.LookupInstanceType(c.InstanceType); err != nil {
 		return fmt.Errorf("--instance-type: %w", err)
 	}
-	if len(c.Name) > 20 {
-		return fmt.Errorf("--name %q: at most 20 characters (it prefixes namespace names)", c.Name)
+	if err := validName(c.Name); err != nil {
+		return err
 	}
 	for _, s := range c.Subnets {
 		if !c.VPCCIDR.Contains(s.CIDR.Addr()) || s.CIDR.Bits() < c.VPCCIDR.Bits() {
@@ -107,6 +111,18 @@ func (c Config) Validate() error {
 	}
 	if err := c.Faults.Validate(); err != nil {
 		return fmt.Errorf("faults: %w", err)
+	}
+	return nil
+}
+
+// nameRE is what a local VPC's name may be: it prefixes namespace names
+// (at most 20 characters leave room for "-" and an instance ID) and names
+// a directory under BaseStateDir (no "/", no "..").
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,19}$`)
+
+func validName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("--name %q: 1 to 20 letters, digits, '_', '.' or '-', starting with a letter or digit (it prefixes namespace names)", name)
 	}
 	return nil
 }

@@ -76,6 +76,9 @@ var ErrNotRunning = errors.New("local VPC is not running")
 
 // Find returns the control record of the running local VPC called name.
 func Find(name string) (*Control, error) {
+	if err := validName(name); err != nil {
+		return nil, err
+	}
 	data, err := os.ReadFile(filepath.Join(StateDir(name), controlFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w: no local VPC %q (start one with `vpcnet local up`)", ErrNotRunning, name)
@@ -122,12 +125,16 @@ func (c *Control) Instance(ref string) (InstanceInfo, error) {
 // InstanceEnv turns the environment of a process in the root namespace
 // into that of a process on an instance: no AWS credentials or region
 // (they come from instance metadata, as on EC2), and the EC2 endpoint
-// inside the VPC.
+// inside the VPC. An instance shares the machine's files, so the
+// operator's shared configuration (~/.aws) is hidden too: the SDK and the
+// CLI would take credentials and a region from it before asking metadata.
 func (c *Control) InstanceEnv(base []string, instanceID string) []string {
 	env := slices.DeleteFunc(slices.Clone(base), func(kv string) bool {
 		return strings.HasPrefix(kv, "AWS_")
 	})
 	return append(env,
+		"AWS_CONFIG_FILE="+os.DevNull,
+		"AWS_SHARED_CREDENTIALS_FILE="+os.DevNull,
 		"AWS_ENDPOINT_URL_EC2="+c.VPCEndpoint,
 		EnvInstance+"="+instanceID,
 		EnvName+"="+c.Name,
@@ -154,8 +161,11 @@ func (c *Control) RootEnv() [][2]string {
 	}
 }
 
+// processRuns reports whether pid is a live process. A zombie is not: a
+// control plane killed after its parent (`vpcnet local up`) exited waits
+// for init to reap it, and until then signal 0 still reaches it.
 func processRuns(pid int) bool {
-	return pid > 0 && syscall.Kill(pid, 0) == nil
+	return pid > 0 && syscall.Kill(pid, 0) == nil && !isZombie(pid)
 }
 
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {

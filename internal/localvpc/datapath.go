@@ -35,7 +35,7 @@ func (s *Server) spec(now time.Time) plan {
 		Name:       s.cfg.Name,
 		LocalAddrs: []netip.Addr{IMDSv4, IMDSv6, VPCEndpointAddr(s.cfg)},
 	}}
-	for _, sn := range sortedByID(st.Subnets) {
+	for _, sn := range vpc.SortedValues(st.Subnets) {
 		p.spec.Subnets = append(p.spec.Subnets, fabric.Subnet{ID: sn.ID, IPv4: sn.CIDR, IPv6: sn.IPv6CIDR})
 	}
 	running := map[string]bool{}
@@ -43,7 +43,7 @@ func (s *Server) spec(now time.Time) plan {
 		running[in.ID] = true
 		p.spec.Instances = append(p.spec.Instances, fabric.Instance{ID: in.ID})
 	}
-	for _, n := range sortedByID(st.NetworkInterfaces) {
+	for _, n := range vpc.SortedValues(st.NetworkInterfaces) {
 		a := n.Attachment
 		if a == nil || !running[a.InstanceID] {
 			continue
@@ -67,7 +67,7 @@ func (s *Server) spec(now time.Time) plan {
 		}
 		p.spec.Interfaces = append(p.spec.Interfaces, fabricInterface(n))
 	}
-	for _, g := range sortedByID(st.SecurityGroups) {
+	for _, g := range vpc.SortedValues(st.SecurityGroups) {
 		p.spec.Groups = append(p.spec.Groups, fabric.SecurityGroup{ID: g.ID, Ingress: fabricRules(g.Ingress), Egress: fabricRules(g.Egress)})
 	}
 	return p
@@ -145,24 +145,12 @@ func (s *Server) reconcileLoop(ctx context.Context, changes <-chan struct{}, los
 		case <-ctx.Done():
 			return
 		case <-changes:
+		case <-s.replan:
 		case id := <-lost:
 			s.log.Info("ENI device lost with its namespace; bringing it back to its instance", "eni", id)
 		case <-timer.C:
 		}
 	}
-}
-
-func sortedByID[V any](m map[string]V) []V {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	out := make([]V, len(keys))
-	for i, k := range keys {
-		out[i] = m[k]
-	}
-	return out
 }
 
 func sortInstances(in []*vpc.Instance) {
@@ -256,7 +244,7 @@ func (d *laggedDirectory) Lookup(addr netip.Addr) (imds.Instance, bool) {
 		RoleName: in.RoleName,
 	}
 	names := d.model.SecurityGroupNames()
-	for _, n := range sortedByID(st.NetworkInterfaces) {
+	for _, n := range vpc.SortedValues(st.NetworkInterfaces) {
 		if n.Attachment == nil || n.Attachment.InstanceID != id || n.Attachment.Status != vpc.AttachmentAttached {
 			continue
 		}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,9 +37,17 @@ func Up(ctx context.Context, cfg Config, serveArgs func(dir string) []string) (*
 		return nil, fmt.Errorf("failed to create the state directory: %w", err)
 	}
 	if err := writeConfig(dir, cfg); err != nil {
+		_ = Down(cfg.Name)
 		return nil, err
 	}
-	return start(ctx, cfg.Name, serveArgs(dir))
+	c, err := start(ctx, cfg.Name, serveArgs(dir))
+	if err != nil {
+		// A configuration the control plane refused (a subnet EC2 would
+		// not create) must not leave a state directory or namespaces.
+		_ = Down(cfg.Name)
+		return nil, err
+	}
+	return c, nil
 }
 
 // Restart stops the control plane of a local VPC and starts it again on
@@ -51,7 +61,30 @@ func Restart(ctx context.Context, name string, serveArgs func(dir string) []stri
 	if err := stopProcess(c.PID, 10*time.Second); err != nil {
 		return nil, err
 	}
+	if err := keepEndpoint(StateDir(name), c.Endpoint); err != nil {
+		return nil, err
+	}
 	return start(ctx, name, serveArgs(StateDir(name)))
+}
+
+// keepEndpoint pins the port the EC2 API got at `up` (when it asked for any
+// free one) in the configuration, so that a restarted control plane listens
+// where clients set up with `vpcnet local env` look for it.
+func keepEndpoint(dir, endpoint string) error {
+	cfg, err := readConfig(dir)
+	if err != nil {
+		return err
+	}
+	host, port, err := net.SplitHostPort(cfg.Listen)
+	if err != nil || port != "0" {
+		return nil
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Port() == "" {
+		return nil
+	}
+	cfg.Listen = net.JoinHostPort(host, u.Port())
+	return writeConfig(dir, cfg)
 }
 
 func start(ctx context.Context, name string, argv []string) (*Control, error) {
@@ -110,6 +143,11 @@ func answers(endpoint string) bool {
 // made: namespaces, links, routes, nftables objects and its state. It
 // succeeds when there is nothing to remove.
 func Down(name string) error {
+	// The name becomes a path that is removed: never one outside
+	// BaseStateDir.
+	if err := validName(name); err != nil {
+		return err
+	}
 	var errs []error
 	if c, _ := Find(name); c != nil && processRuns(c.PID) {
 		if err := stopProcess(c.PID, 10*time.Second); err != nil {
@@ -147,12 +185,17 @@ func stopProcess(pid int, grace time.Duration) error {
 	_ = syscall.Kill(pid, syscall.SIGTERM)
 	deadline := time.Now().Add(grace)
 	for time.Now().Before(deadline) {
-		if !processRuns(pid) || isZombie(pid) {
+		if !processRuns(pid) {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	_ = syscall.Kill(pid, syscall.SIGKILL)
+	// Wait for it to die: until then it holds the state directory's lock,
+	// and a control plane started at once on that state would fail.
+	for deadline := time.Now().Add(5 * time.Second); processRuns(pid) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	return nil
 }
 

@@ -31,6 +31,9 @@ type Server struct {
 	api      *ec2api.Handler
 	metadata *laggedDirectory
 	ready    chan struct{}
+	// replan wakes the reconcile loop when the attach delay changes: an
+	// attachment it holds back may be due now.
+	replan chan struct{}
 
 	mu      sync.Mutex
 	faults  ec2api.Faults
@@ -52,15 +55,16 @@ func Serve(ctx context.Context, dir string, log *slog.Logger) error {
 		return fmt.Errorf("failed to open the local VPC state in %s: %w", dir, err)
 	}
 	defer model.Close()
-	s := &Server{cfg: cfg, dir: dir, log: log, model: model, faults: cfg.Faults, ready: make(chan struct{})}
+	s := &Server{cfg: cfg, dir: dir, log: log, model: model, faults: cfg.Faults, ready: make(chan struct{}), replan: make(chan struct{}, 1)}
 	if err := s.bootstrap(); err != nil {
 		return err
 	}
 	s.metadata = newLaggedDirectory(model, time.Duration(cfg.Faults.MetadataLag))
 	s.api, err = ec2api.New(model, ec2api.Config{
-		Auth:   ec2api.AuthenticatorFunc(s.authenticate),
-		Faults: cfg.Faults,
-		Logger: log,
+		Auth:     ec2api.AuthenticatorFunc(s.authenticate),
+		Throttle: cfg.Throttle,
+		Faults:   cfg.Faults,
+		Logger:   log,
 	})
 	if err != nil {
 		return err
@@ -304,6 +308,11 @@ type Status struct {
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	st := s.model.Snapshot()
 	s.mu.Lock()
+	if s.control == nil { // listening, not yet published
+		s.mu.Unlock()
+		http.Error(w, "starting", http.StatusServiceUnavailable)
+		return
+	}
 	out := Status{Control: *s.control, Faults: s.faults, Revision: st.Revision, SecurityGroups: len(st.SecurityGroups)}
 	s.mu.Unlock()
 	out.SecretAccessKey = ""
@@ -334,6 +343,10 @@ func (s *Server) handleFaults(w http.ResponseWriter, r *http.Request) {
 		s.faults = f
 		s.mu.Unlock()
 		s.metadata.setLag(time.Duration(f.MetadataLag))
+		select {
+		case s.replan <- struct{}{}:
+		default:
+		}
 		s.log.Info("faults changed", "faults", f)
 	default:
 		http.Error(w, "GET or PUT", http.StatusMethodNotAllowed)

@@ -215,7 +215,7 @@ func (m *Model) TerminateInstance(id string) error {
 		if !ok {
 			return instanceNotFound(id)
 		}
-		for _, n := range sortedValues(st.NetworkInterfaces) {
+		for _, n := range SortedValues(st.NetworkInterfaces) {
 			if n.Attachment == nil || n.Attachment.InstanceID != id {
 				continue
 			}

@@ -95,7 +95,7 @@ func findENIByID(st map[string]*NetworkInterface, id string) (*NetworkInterface,
 // any unknown ID fails the whole call, as in EC2.
 func selectByID[V any](m map[string]V, ids []string, find func(map[string]V, string) (V, error)) ([]V, error) {
 	if len(ids) == 0 {
-		return sortedValues(m), nil
+		return SortedValues(m), nil
 	}
 	sorted := slices.Compact(slices.Sorted(slices.Values(ids)))
 	out := make([]V, 0, len(sorted))

@@ -38,7 +38,7 @@ func defaultEgress(st *State) []Rule {
 
 // defaultGroupOf returns the ID of a VPC's default group.
 func defaultGroupOf(st *State, vpcID string) string {
-	for _, g := range sortedValues(st.SecurityGroups) {
+	for _, g := range SortedValues(st.SecurityGroups) {
 		if g.VPCID == vpcID && g.Name == DefaultGroupName {
 			return g.ID
 		}
@@ -73,7 +73,7 @@ func (m *Model) CreateSecurityGroup(in CreateSecurityGroupInput) (SecurityGroup,
 	err := m.update(func(st *State) error {
 		vpcID := in.VPCID
 		if vpcID == "" {
-			if vpcs := sortedValues(st.VPCs); len(vpcs) > 0 {
+			if vpcs := SortedValues(st.VPCs); len(vpcs) > 0 {
 				vpcID = vpcs[0].ID
 			}
 		}

@@ -240,9 +240,9 @@ func cloneMap[V any](m map[string]V, clone func(V) V) map[string]V {
 	return c
 }
 
-// sortedValues returns a map's values ordered by key (resource ID), the
+// SortedValues returns a map's values ordered by key (resource ID), the
 // order in which describe calls list and paginate them.
-func sortedValues[V any](m map[string]V) []V {
+func SortedValues[V any](m map[string]V) []V {
 	keys := slices.Sorted(maps.Keys(m))
 	out := make([]V, len(keys))
 	for i, k := range keys {
