@@ -40,15 +40,15 @@ const vpcPrefix = "vpcbl"
 // throttling), how soon an attached ENI's device appears on the instance,
 // and `vpcnet local up` and `down`.
 func benchLocalVPC() {
-	cleanLocalVPCs()
-	defer cleanLocalVPCs()
+	cleanLocalVPCs(vpcPrefix)
+	defer cleanLocalVPCs(vpcPrefix)
 	// A Ctrl-C must not leave control planes behind.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer func() { signal.Stop(sigs); close(sigs) }()
 	go func() {
 		if _, ok := <-sigs; ok {
-			cleanLocalVPCs()
+			cleanLocalVPCs(vpcPrefix)
 			cleanLeftovers()
 			os.Exit(130)
 		}
@@ -159,18 +159,18 @@ func randomSuffix() string {
 	return hex.EncodeToString(b)
 }
 
-// cleanLocalVPCs takes down every local VPC of the benchmark: those of this
-// run, and those a crashed run left (running or not).
-func cleanLocalVPCs() {
+// cleanLocalVPCs takes down every local VPC whose name starts with prefix:
+// those of this run, and those a crashed run left (running or not).
+func cleanLocalVPCs(prefix string) {
 	entries, _ := os.ReadDir(localvpc.BaseStateDir)
 	names := map[string]bool{}
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), vpcPrefix) {
+		if strings.HasPrefix(e.Name(), prefix) {
 			names[e.Name()] = true
 		}
 	}
 	// Namespaces whose state directory is already gone.
-	nss, _ := netops.ListNamedNS(vpcPrefix)
+	nss, _ := netops.ListNamedNS(prefix)
 	for _, n := range nss {
 		name, _, _ := strings.Cut(n, "-")
 		names[name] = true

@@ -29,7 +29,13 @@ var (
 	refDir     = flag.String("ref", "/usr/lib/cni", "directory of the reference CNI plugins")
 )
 
-const nsPrefix = "vpcb-"
+// Every namespace the benchmark creates starts with nsPrefix, and every
+// local VPC it starts with localVPCPrefix, so a crashed run is cleaned up by
+// the next.
+const (
+	nsPrefix       = "vpcb-"
+	localVPCPrefix = "vpcb"
+)
 
 func main() {
 	flag.Parse()
@@ -74,6 +80,7 @@ func fatalf(format string, args ...any) {
 }
 
 func cleanLeftovers() {
+	cleanLocalVPCs(localVPCPrefix)
 	names, _ := netops.ListNamedNS(nsPrefix)
 	for _, n := range names {
 		_ = netops.DeleteNamedNS(n)
