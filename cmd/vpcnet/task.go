@@ -25,15 +25,17 @@ import (
 
 // taskOptions are the flags every task command shares.
 type taskOptions struct {
-	stateDir string // root of vpcnet's state on the instance
-	local    string // local VPC name, when running against one
-	cniPath  string
+	stateDir     string // root of vpcnet's state on the instance
+	local        string // local VPC name, when running against one
+	cniPath      string
+	endpointIdle time.Duration // how long the metadata endpoint outlives the last task
 }
 
 func (o *taskOptions) bind(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringVar(&o.stateDir, "state-dir", "/var/lib/vpcnet", "vpcnet's state directory on the instance")
 	cmd.PersistentFlags().StringVar(&o.local, "local", localvpc.DefaultName, "name of the local VPC to use when one is running")
 	cmd.PersistentFlags().StringVar(&o.cniPath, "cni-path", defaultCNIPath(), "directories holding vpc-eni, vpc-bridge and vpc-ipam (colon-separated)")
+	cmd.PersistentFlags().DurationVar(&o.endpointIdle, "endpoint-idle", 30*time.Second, "how long the instance's task metadata endpoint stays up once no task runs")
 }
 
 // defaultCNIPath looks next to the vpcnet binary first (bin/ of a build),
@@ -74,7 +76,7 @@ func (o *taskOptions) onLocalInstance(instanceRef string, args []string) (bool, 
 	if os.Getenv(localvpc.EnvInstance) != "" {
 		return false, nil
 	}
-	ctl, err := localvpc.Find(o.local)
+	ctl, err := o.findLocal(instanceRef)
 	if err != nil {
 		if instanceRef != "" && !strings.HasPrefix(instanceRef, "i-") {
 			return false, err
@@ -94,6 +96,40 @@ func (o *taskOptions) onLocalInstance(instanceRef string, args []string) (bool, 
 	}
 	argv := append([]string{exe}, replaceInstance(args, instanceRef, inst.ID)...)
 	return true, netops.ExecIn(netops.NamedNSPath(inst.Namespace), argv, ctl.InstanceEnv(os.Environ(), inst.ID))
+}
+
+// findLocal returns the running local VPC named by --local or, for an
+// instance ID that is not one of its instances, the running local VPC that
+// has that instance: `task stop` and `task gc` know a task's instance, and
+// the user should not have to name its VPC again.
+func (o *taskOptions) findLocal(instanceRef string) (*localvpc.Control, error) {
+	ctl, err := localvpc.Find(o.local)
+	if strings.HasPrefix(instanceRef, "i-") && (err != nil || !hasInstance(ctl, instanceRef)) {
+		if other := localVPCWith(instanceRef); other != nil {
+			return other, nil
+		}
+	}
+	return ctl, err
+}
+
+func hasInstance(c *localvpc.Control, id string) bool {
+	for _, in := range c.Instances {
+		if in.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// localVPCWith returns the running local VPC that has the instance, or nil.
+func localVPCWith(instanceID string) *localvpc.Control {
+	entries, _ := os.ReadDir(localvpc.BaseStateDir)
+	for _, e := range entries {
+		if c, err := localvpc.Find(e.Name()); err == nil && hasInstance(c, instanceID) {
+			return c
+		}
+	}
+	return nil
 }
 
 func instanceIDs(c *localvpc.Control) string {
@@ -125,12 +161,21 @@ func replaceInstance(args []string, ref, id string) []string {
 	return out
 }
 
+// taskRetry is the launcher's retry policy: a launch has a deadline
+// (--timeout) and a teardown its own, and those, not a count of attempts,
+// should decide when to give up on a throttling or failing EC2. With ten
+// attempts, one call in a thousand fails outright when half of the calls
+// are throttled.
+var taskRetry = cloud.RetryPolicy{MaxAttempts: 25, MaxBackoff: cloud.DefaultRetry.MaxBackoff}
+
 // launcher builds the task launcher of the instance this process runs on.
 func (o *taskOptions) launcher(ctx context.Context, progress io.Writer) (*task.Launcher, error) {
-	cfg, err := cloud.LoadConfig(ctx, cloud.DefaultRetry)
+	cfg, err := cloud.LoadConfig(ctx, taskRetry)
 	if err != nil {
 		return nil, err
 	}
+	apiErrors := &cloud.APIErrors{}
+	apiErrors.Watch(&cfg)
 	c := cloud.New(cfg)
 	id, err := c.Identity(ctx)
 	if err != nil {
@@ -138,9 +183,10 @@ func (o *taskOptions) launcher(ctx context.Context, progress io.Writer) (*task.L
 	}
 	dir := o.instanceDir(id.InstanceID)
 	l := &task.Launcher{
-		Cloud:    c,
-		Identity: id,
-		Store:    o.store(id.InstanceID),
+		Cloud:     c,
+		Identity:  id,
+		Store:     o.store(id.InstanceID),
+		APIErrors: apiErrors,
 		Net: task.Networks{
 			CNIPath:  filepath.SplitList(o.cniPath),
 			CacheDir: filepath.Join(dir, "cni-cache"),
@@ -148,7 +194,8 @@ func (o *taskOptions) launcher(ctx context.Context, progress io.Writer) (*task.L
 		},
 		EnsureEndpoint: func() error {
 			return task.EnsureEndpoint(dir, func() (int, error) {
-				return spawnDetached(filepath.Join(dir, "endpoint.log"), "task", "endpoint", "--state-dir", o.stateDir, "--instance-id", id.InstanceID, "--region", id.Region, "--zone", id.Zone)
+				return spawnDetached(filepath.Join(dir, "endpoint.log"), "task", "endpoint", "--state-dir", o.stateDir,
+					"--instance-id", id.InstanceID, "--region", id.Region, "--zone", id.Zone, "--endpoint-idle", o.endpointIdle.String())
 			})
 		},
 	}
@@ -275,7 +322,11 @@ func runForeground(ctx context.Context, o *taskOptions, f *runFlags, spec task.S
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, f.timeout)
 	r, err := l.Start(setupCtx, id, spec, os.Getpid())
+	timedOut := errors.Is(setupCtx.Err(), context.DeadlineExceeded)
 	cancel()
+	if err != nil && timedOut {
+		return fmt.Errorf("task %s failed to start within --timeout %s: %w", id, f.timeout, err)
+	}
 	if err != nil {
 		return fmt.Errorf("task %s failed to start: %w", id, err)
 	}
@@ -298,7 +349,8 @@ func runForeground(ctx context.Context, o *taskOptions, f *runFlags, spec task.S
 // task runs (or failed to start).
 func runDetached(ctx context.Context, o *taskOptions, f *runFlags, spec task.Spec) error {
 	id := task.NewID()
-	args := []string{"task", "supervise", "--id", id, "--subnet", spec.SubnetID, "--state-dir", o.stateDir, "--cni-path", o.cniPath, "--timeout", f.timeout.String()}
+	args := []string{"task", "supervise", "--id", id, "--subnet", spec.SubnetID, "--state-dir", o.stateDir, "--cni-path", o.cniPath,
+		"--timeout", f.timeout.String(), "--endpoint-idle", o.endpointIdle.String()}
 	if f.name != "" {
 		args = append(args, "--name", f.name)
 	}
@@ -317,23 +369,48 @@ func runDetached(ctx context.Context, o *taskOptions, f *runFlags, spec task.Spe
 		return err
 	}
 	logPath := filepath.Join(o.instanceDir(ident.InstanceID), "logs", id+".log")
-	if _, err := spawnDetached(logPath, args...); err != nil {
+	pid, err := spawnDetached(logPath, args...)
+	if err != nil {
 		return fmt.Errorf("failed to start the task's supervisor: %w", err)
 	}
 	store := o.store(ident.InstanceID)
 	deadline := time.Now().Add(f.timeout + 10*time.Second)
 	for time.Now().Before(deadline) {
 		r, err := store.Get(id)
-		if err == nil && r.State != task.StateStarting {
-			if r.State == task.StateRunning {
+		if err == nil {
+			if started, done := detachedOutcome(r); done {
+				if !started {
+					return fmt.Errorf("task %s failed to start: %s (log: %s)", id, r.Error, logPath)
+				}
 				fmt.Println(id)
 				return nil
 			}
-			return fmt.Errorf("task %s failed to start: %s (log: %s)", id, r.Error, logPath)
+		}
+		if !task.Alive(pid) {
+			if r, err := store.Get(id); err == nil {
+				if started, done := detachedOutcome(r); done && started {
+					fmt.Println(id)
+					return nil
+				}
+			}
+			return fmt.Errorf("task %s: its supervisor (pid %d) exited before the task ran (log: %s)", id, pid, logPath)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("task %s did not start within %s (log: %s)", id, f.timeout, logPath)
+}
+
+// detachedOutcome says from its record whether a detached task's launch is
+// over and whether the command got to run. A short command may already be
+// stopping or stopped when the launcher looks: it ran all the same.
+func detachedOutcome(r task.Record) (started, done bool) {
+	switch {
+	case r.State == task.StateStarting:
+		return false, false
+	case r.State == task.StateFailed, r.Error != "" && r.State != task.StateRunning:
+		return false, true
+	}
+	return true, true
 }
 
 func taskSuperviseCommand(o *taskOptions) *cobra.Command {
@@ -369,8 +446,11 @@ func taskEndpointCommand(o *taskOptions) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			e := task.Endpoint{Store: o.store(instanceID), Region: region, Zone: zone}
-			return task.ServeEndpoint(ctx, e, 30*time.Second)
+			if o.endpointIdle <= 0 {
+				return fmt.Errorf("--endpoint-idle must be positive")
+			}
+			e := task.Endpoint{Store: o.store(instanceID), Region: region, Zone: zone, Dir: o.instanceDir(instanceID)}
+			return task.ServeEndpoint(ctx, e, o.endpointIdle)
 		},
 	}
 	cmd.Flags().StringVar(&instanceID, "instance-id", "", "this instance's ID")
@@ -483,10 +563,17 @@ func taskStopCommand(o *taskOptions) *cobra.Command {
 				fmt.Fprintf(os.Stderr, "task %s is already %s\n", r.ID[:12], r.State)
 				return nil
 			}
-			if task.Alive(r.Supervisor) {
-				// Its owner tears it down; wait for that.
+			if r.SupervisorAlive() {
+				// Its owner tears it down; wait for that, unless the owner
+				// dies first.
 				_ = syscall.Kill(r.Supervisor, syscall.SIGTERM)
-				return waitDone(o.store(r.InstanceID), r.ID, timeout)
+				err := waitDone(o.store(r.InstanceID), r, timeout)
+				if !errors.Is(err, errOwnerGone) {
+					return err
+				}
+				if r, err = o.store(r.InstanceID).Get(r.ID); err != nil {
+					return err
+				}
 			}
 			// The owner is gone: finish the teardown on the task's instance.
 			if handled, err := o.onLocalInstance(r.InstanceID, os.Args[1:]); handled || err != nil {
@@ -504,16 +591,28 @@ func taskStopCommand(o *taskOptions) *cobra.Command {
 	return cmd
 }
 
-func waitDone(s task.Store, id string, timeout time.Duration) error {
+// errOwnerGone means the process that owned a task died before finishing
+// its teardown.
+var errOwnerGone = errors.New("the task's supervisor exited before finishing the teardown")
+
+// waitDone waits until the task's record is finished, its supervisor dies
+// (errOwnerGone), or the timeout passes.
+func waitDone(s task.Store, r task.Record, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		r, err := s.Get(id)
-		if err != nil || r.State.Done() {
+		cur, err := s.Get(r.ID)
+		if err != nil || cur.State.Done() {
+			return nil
+		}
+		if !r.SupervisorAlive() {
+			if cur, err := s.Get(r.ID); err == nil && !cur.State.Done() {
+				return errOwnerGone
+			}
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("task %s is still stopping after %s; `vpcnet task gc` finishes it", id, timeout)
+	return fmt.Errorf("task %s is still stopping after %s; `vpcnet task gc` finishes it", r.ID, timeout)
 }
 
 func taskGCCommand(o *taskOptions) *cobra.Command {
@@ -539,10 +638,20 @@ func taskGCCommand(o *taskOptions) *cobra.Command {
 			l.Progress.Task = "gc"
 			if stopAll {
 				stopSupervisors(l.Store)
-				defer task.StopEndpoint(o.instanceDir(l.Identity.InstanceID))
 			}
 			rep, err := l.GC(cmd.Context())
 			fmt.Fprintf(os.Stderr, "%s: %s\n", l.Identity.InstanceID, rep)
+			if stopAll {
+				dir := o.instanceDir(l.Identity.InstanceID)
+				task.StopEndpoint(dir)
+				// A local instance goes away with its VPC, and its ID is
+				// never used again: so does its state, once nothing is left.
+				if err == nil && os.Getenv(localvpc.EnvInstance) != "" {
+					if rs, lerr := l.Store.List(); lerr == nil && len(rs) == 0 {
+						_ = os.RemoveAll(dir)
+					}
+				}
+			}
 			return err
 		},
 	}
@@ -559,9 +668,9 @@ func stopSupervisors(s task.Store) {
 		return
 	}
 	for _, r := range records {
-		if !r.State.Done() && task.Alive(r.Supervisor) && r.Supervisor != os.Getpid() {
+		if !r.State.Done() && r.SupervisorAlive() && r.Supervisor != os.Getpid() {
 			_ = syscall.Kill(r.Supervisor, syscall.SIGTERM)
-			_ = waitDone(s, r.ID, 30*time.Second)
+			_ = waitDone(s, r, 30*time.Second)
 		}
 	}
 }

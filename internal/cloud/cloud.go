@@ -26,8 +26,9 @@ import (
 )
 
 // RetryPolicy bounds how hard a caller pushes a cloud that throttles or
-// fails. Attempts are spaced by jittered exponential backoff; the caller's
-// context deadline is the overall limit.
+// fails. Attempts are spaced by jittered exponential backoff; a call gives
+// up after MaxAttempts or at the caller's context deadline, whichever
+// comes first.
 type RetryPolicy struct {
 	MaxAttempts int           // per API call, including the first
 	MaxBackoff  time.Duration // longest pause between attempts
@@ -329,9 +330,11 @@ func (c *Client) DetachENI(ctx context.Context, attachmentID string, force bool)
 }
 
 // DeleteENI deletes an ENI once it is detached, waiting for the detach to
-// finish; an ENI already gone is success.
+// finish; an ENI already gone is success. The first retries come quickly
+// (a local VPC detaches in milliseconds), then back off to a second (EC2
+// takes seconds).
 func (c *Client) DeleteENI(ctx context.Context, eniID string) error {
-	delay := 50 * time.Millisecond
+	delay := 5 * time.Millisecond
 	for {
 		_, err := c.EC2.DeleteNetworkInterface(ctx, &ec2.DeleteNetworkInterfaceInput{NetworkInterfaceId: aws.String(eniID)})
 		switch {

@@ -27,6 +27,10 @@ type Endpoint struct {
 	Store  Store
 	Region string
 	Zone   string
+	// Dir holds the lock and PID files of EnsureEndpoint. When set, an
+	// idle endpoint decides to leave only while it holds that lock, so a
+	// launcher never finds it answering just before it goes.
+	Dir string
 }
 
 // Network is one entry of the "Networks" list of ECS task metadata v4,
@@ -187,39 +191,71 @@ func ServeEndpoint(ctx context.Context, e Endpoint, idle time.Duration) error {
 		return fmt.Errorf("failed to listen on %s:80: %w", EndpointAddr, err)
 	}
 	srv := &http.Server{Handler: e, ReadHeaderTimeout: 5 * time.Second}
+	shutdown := func() {
+		sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
+		defer c()
+		_ = srv.Shutdown(sctx)
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	idler := make(chan struct{})
+	defer func() {
+		cancel()
+		<-idler // it may still be retiring: removing the PID file
+	}()
 	go func() {
+		defer close(idler)
 		// Exit once no task has needed the endpoint for a while: it is
 		// started on demand by the first task on the instance.
-		t := time.NewTicker(idle / 4)
+		t := time.NewTicker(max(idle/4, 10*time.Millisecond))
 		defer t.Stop()
 		last := time.Now()
 		for {
 			select {
 			case <-ctx.Done():
+				shutdown()
 				return
 			case <-t.C:
 				if active(e.Store) {
 					last = time.Now()
 				} else if time.Since(last) > idle {
-					cancel()
-					return
+					if e.retire(shutdown) {
+						return
+					}
+					last = time.Now()
 				}
 			}
 		}
-	}()
-	go func() {
-		<-ctx.Done()
-		sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
-		defer c()
-		_ = srv.Shutdown(sctx)
 	}()
 	slog.Info("task metadata endpoint listening", "addr", ln.Addr())
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// retire stops serving if no task needs the endpoint, deciding under the
+// lock that launchers take in EnsureEndpoint: a launcher that took the lock
+// first has recorded its task (so the endpoint stays); one that takes it
+// after finds the listener closed (so it starts a new endpoint).
+func (e Endpoint) retire(shutdown func()) bool {
+	if e.Dir != "" {
+		unlock, err := lockEndpoint(e.Dir)
+		if err != nil {
+			return false
+		}
+		defer unlock()
+	}
+	if active(e.Store) {
+		return false
+	}
+	if e.Dir != "" {
+		pidFile := filepath.Join(e.Dir, "endpoint.pid")
+		if readPID(pidFile) == os.Getpid() {
+			_ = os.Remove(pidFile)
+		}
+	}
+	shutdown()
+	return true
 }
 
 func active(s Store) bool {
@@ -239,18 +275,11 @@ func active(s Store) bool {
 // it with start if not. A lock file serialises concurrent launchers and a
 // PID file remembers the daemon.
 func EnsureEndpoint(dir string, start func() (int, error)) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	unlock, err := lockEndpoint(dir)
+	if err != nil {
 		return err
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, "endpoint.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return fmt.Errorf("failed to open the endpoint lock: %w", err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return fmt.Errorf("failed to lock the endpoint lock: %w", err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	defer unlock()
 	pidFile := filepath.Join(dir, "endpoint.pid")
 	if pid := readPID(pidFile); Alive(pid) && answers() {
 		return nil
@@ -271,6 +300,26 @@ func EnsureEndpoint(dir string, start func() (int, error)) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("the task metadata endpoint (pid %d) did not start listening on %s:80", pid, EndpointAddr)
+}
+
+// lockEndpoint takes the lock that serialises starting and retiring the
+// endpoint of the instance whose state is in dir.
+func lockEndpoint(dir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "endpoint.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open the endpoint lock: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("failed to lock the endpoint lock: %w", err)
+	}
+	return func() {
+		_ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+		lock.Close()
+	}, nil
 }
 
 // StopEndpoint stops the daemon recorded in dir, if it runs.

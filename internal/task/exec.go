@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -125,9 +126,48 @@ func stopGroup(pid int) {
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
 }
 
-// Alive reports whether a process exists.
+// Alive reports whether a process runs. A zombie does not: a supervisor
+// killed after its parent exited stays one until init reaps it, and a
+// launcher that released its child keeps it as one for as long as it lives.
 func Alive(pid int) bool {
-	return pid > 0 && syscall.Kill(pid, 0) == nil
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	state, _, ok := procStat(pid)
+	return !ok || state != 'Z' && state != 'X'
 }
 
-var _ = context.Background
+// processStart returns when pid started, in clock ticks after boot (0 if
+// it cannot tell).
+func processStart(pid int) uint64 {
+	_, start, _ := procStat(pid)
+	return start
+}
+
+// procStat reads the state and start time of a process from
+// /proc/PID/stat. The command name, in parentheses, may hold spaces, so the
+// fields are counted from the last ')'.
+func procStat(pid int) (state byte, start uint64, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, false
+	}
+	return parseProcStat(string(b))
+}
+
+func parseProcStat(stat string) (state byte, start uint64, ok bool) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	// After ") ": state is field 3 of stat(5), starttime field 22.
+	fields := strings.Fields(stat[i+1:])
+	if len(fields) < 20 || len(fields[0]) != 1 {
+		return 0, 0, false
+	}
+	start, err := strconv.ParseUint(fields[19], 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	return fields[0][0], start, true
+}

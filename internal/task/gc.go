@@ -38,7 +38,7 @@ func (l *Launcher) GC(ctx context.Context) (GCReport, error) {
 		if r.InstanceID != l.Identity.InstanceID {
 			continue
 		}
-		if !r.State.Done() && Alive(r.Supervisor) {
+		if !r.State.Done() && r.SupervisorAlive() {
 			live[r.ID] = true
 			continue
 		}
@@ -69,7 +69,7 @@ func (l *Launcher) GC(ctx context.Context) (GCReport, error) {
 	}
 	for _, e := range enis {
 		id := e.Tags[TagTask]
-		if live[id] {
+		if live[id] || l.launching(id) {
 			continue
 		}
 		orphan := &Record{ID: id, ENIID: e.ID, MAC: e.MAC.String(), AttachmentID: e.AttachmentID, InstanceID: l.Identity.InstanceID, State: StateStopping}
@@ -89,13 +89,7 @@ func (l *Launcher) GC(ctx context.Context) (GCReport, error) {
 		errs = append(errs, err)
 	}
 	for _, n := range names {
-		claimed := false
-		for id := range live {
-			if n == mine+id[:12] {
-				claimed = true
-			}
-		}
-		if claimed {
+		if l.claimed(n, live) {
 			continue
 		}
 		if err := netops.DeleteNamedNS(n); err != nil {
@@ -105,6 +99,35 @@ func (l *Launcher) GC(ctx context.Context) (GCReport, error) {
 		rep.OrphanNetns = append(rep.OrphanNetns, n)
 	}
 	return rep, errors.Join(errs...)
+}
+
+// launching reports whether a task that the record list did not show is
+// being launched now: a launcher records its task before it creates the
+// ENI and the namespace, so one that started after GC read the records
+// must not lose them.
+func (l *Launcher) launching(id string) bool {
+	r, err := l.Store.Get(id)
+	return err == nil && !r.State.Done() && r.SupervisorAlive()
+}
+
+// claimed reports whether the task namespace name belongs to a live task,
+// or to one being launched now.
+func (l *Launcher) claimed(name string, live map[string]bool) bool {
+	for id := range live {
+		if name == netnsName(&Record{ID: id, InstanceID: l.Identity.InstanceID}) {
+			return true
+		}
+	}
+	records, err := l.Store.List()
+	if err != nil {
+		return true // cannot tell: leave it for the next run
+	}
+	for _, r := range records {
+		if r.InstanceID == l.Identity.InstanceID && name == netnsName(&r) && !r.State.Done() && r.SupervisorAlive() {
+			return true
+		}
+	}
+	return false
 }
 
 // releaseENI runs the ENI half of a teardown for an ENI found by its tags:

@@ -45,6 +45,9 @@ type Launcher struct {
 	// DeviceTimeout bounds the wait for an attached ENI's device to
 	// appear on the instance (AWS: usually a few seconds).
 	DeviceTimeout time.Duration
+	// APIErrors, when set, sees every failed EC2 attempt, so that a step
+	// cut short by its deadline can say what EC2 kept answering.
+	APIErrors *cloud.APIErrors
 }
 
 // Spec is what a user asks for.
@@ -68,9 +71,11 @@ func NewID() string {
 // marks the point for crash tests.
 func (l *Launcher) step(r *Record, name string, fn func() (string, error)) error {
 	cni.Step("task/" + name)
+	l.APIErrors.Reset()
 	start := time.Now()
 	detail, err := fn()
 	d := time.Since(start)
+	err = l.APIErrors.Explain(err)
 	l.Progress.step(name, detail, d, err)
 	r.StepTimings = append(r.StepTimings, Timing{Step: name, Duration: d})
 	if err != nil {
@@ -86,7 +91,8 @@ func (l *Launcher) Start(ctx context.Context, id string, spec Spec, supervisor i
 	r := &Record{
 		ID: id, Name: spec.Name, InstanceID: l.Identity.InstanceID,
 		SubnetID: spec.SubnetID, Groups: spec.Groups, Command: spec.Command,
-		State: StateStarting, Created: time.Now().UTC(), Supervisor: supervisor,
+		State: StateStarting, Created: time.Now().UTC(),
+		Supervisor: supervisor, SupervisorStart: processStart(supervisor),
 	}
 	r.Netns = netops.NamedNSPath(netnsName(r))
 	if err := l.Store.Put(r); err != nil {
@@ -107,11 +113,17 @@ func (l *Launcher) Start(ctx context.Context, id string, spec Spec, supervisor i
 }
 
 func (l *Launcher) setUp(ctx context.Context, r *Record) error {
-	subnet, err := l.Cloud.DescribeSubnet(ctx, r.SubnetID)
+	err := l.step(r, "describe-subnet", func() (string, error) {
+		subnet, err := l.Cloud.DescribeSubnet(ctx, r.SubnetID)
+		if err != nil {
+			return "", err
+		}
+		r.SubnetCIDR, r.Gateway, r.SubnetIPv6 = subnet.CIDR, subnet.Gateway, subnet.IPv6
+		return subnet.CIDR.String(), nil
+	})
 	if err != nil {
 		return err
 	}
-	r.SubnetCIDR, r.Gateway, r.SubnetIPv6 = subnet.CIDR, subnet.Gateway, subnet.IPv6
 
 	var eni cloud.ENI
 	err = l.step(r, "create-eni", func() (string, error) {
@@ -125,6 +137,11 @@ func (l *Launcher) setUp(ctx context.Context, r *Record) error {
 			return "", err
 		}
 		r.ENIID, r.MAC, r.Addresses, r.IPv6 = eni.ID, eni.MAC.String(), eni.IPv4, eni.IPv6
+		// With no group asked for, EC2 applies the VPC's default group:
+		// record the groups the ENI really has (task metadata shows them).
+		if len(eni.Groups) > 0 {
+			r.Groups = eni.Groups
+		}
 		return fmt.Sprintf("%s %s", eni.ID, addrList(eni.IPv4)), l.Store.Put(r)
 	})
 	if err != nil {

@@ -59,17 +59,30 @@ type Record struct {
 	SubnetIPv6   netip.Prefix `json:"subnetIPv6,omitempty"`
 
 	// Host side.
-	Netns       string     `json:"netns,omitempty"`
-	BridgeAddr  netip.Addr `json:"bridgeAddr,omitempty"` // the task's address on the metadata bridge
-	PID         int        `json:"pid,omitempty"`        // the task's command
-	Supervisor  int        `json:"supervisor,omitempty"` // the vpcnet process that owns the task
-	ExitCode    *int       `json:"exitCode,omitempty"`
-	Error       string     `json:"error,omitempty"`
-	StepTimings []Timing   `json:"steps,omitempty"`
+	Netns      string     `json:"netns,omitempty"`
+	BridgeAddr netip.Addr `json:"bridgeAddr,omitempty"` // the task's address on the metadata bridge
+	PID        int        `json:"pid,omitempty"`        // the task's command
+	Supervisor int        `json:"supervisor,omitempty"` // the vpcnet process that owns the task
+	// SupervisorStart is when the supervisor started (clock ticks after
+	// boot, from /proc), so that a recycled PID is never taken for it.
+	SupervisorStart uint64   `json:"supervisorStart,omitempty"`
+	ExitCode        *int     `json:"exitCode,omitempty"`
+	Error           string   `json:"error,omitempty"`
+	StepTimings     []Timing `json:"steps,omitempty"`
 
 	// unrecorded marks a record rebuilt from an orphan ENI's tags: it is
 	// torn down but never written to the store.
 	unrecorded bool
+}
+
+// SupervisorAlive reports whether the process that owns the task still
+// runs: its PID is alive and, when the start time was recorded, belongs to
+// the same process.
+func (r *Record) SupervisorAlive() bool {
+	if !Alive(r.Supervisor) {
+		return false
+	}
+	return r.SupervisorStart == 0 || processStart(r.Supervisor) == r.SupervisorStart
 }
 
 // Timing is how long one step took.
