@@ -331,7 +331,7 @@ func (c *Client) DetachENI(ctx context.Context, attachmentID string, force bool)
 
 // DeleteENI deletes an ENI once it is detached, waiting for the detach to
 // finish; an ENI already gone is success. The first retries come quickly
-// (a local VPC detaches in milliseconds), then back off to a second (EC2
+// (a local VPC detaches in milliseconds), then every half second (EC2
 // takes seconds).
 func (c *Client) DeleteENI(ctx context.Context, eniID string) error {
 	delay := 5 * time.Millisecond
@@ -348,9 +348,9 @@ func (c *Client) DeleteENI(ctx context.Context, eniID string) error {
 			return fmt.Errorf("failed to delete %s (still in use): %w", eniID, ctx.Err())
 		case <-time.After(delay):
 		}
-		if delay < time.Second {
-			delay *= 2
-		}
+		// Grow gently: doubling overshoots a detach that takes a few
+		// hundred milliseconds by as much again.
+		delay = min(delay*3/2, 500*time.Millisecond)
 	}
 }
 

@@ -9,14 +9,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
+	"github.com/vpcnet/vpcnet/internal/localvpc/localvpctest"
 	"github.com/vpcnet/vpcnet/internal/netops"
 	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
-// nsTag names the namespaces this package creates: vpct-e2e-<random>.
+// nsTag names what this package creates: namespaces vpct-e2e-<random> and
+// local VPCs vte2e<random>.
 const nsTag = "e2e"
 
 // The well-known addresses of an ECS task's network.
@@ -31,90 +35,104 @@ const (
 	TaskBridgeCapacity = 5
 )
 
-// ENI is the interface that plays an elastic network interface: a veth end
-// in the instance namespace with a chosen MAC, whose peer is in the VPC
-// namespace holding the subnet gateway.
+// ENI is an elastic network interface the test created and attached to its
+// local VPC instance: its device sits in the instance namespace, unconfigured,
+// as a hot-attached ENI does on EC2.
 type ENI struct {
-	ID      string           // eni-...; only carried in configs
-	Name    string           // its name in the instance namespace
+	ID      string           // eni-...
+	Name    string           // its device's name in the instance namespace
 	MAC     net.HardwareAddr // how the plugins find it
 	Address *net.IPNet       // the ENI's primary private address, with the subnet mask
 	Gateway net.IP           // the subnet gateway (the VPC router)
 	MTU     int
 }
 
-// Instance is a fake EC2 instance for one test: the namespace where the
-// runtimes and plugins run, one ENI, the task metadata endpoint served in
-// the instance namespace and an instance metadata service reachable
-// through the ENI, so that a missing blackhole route shows.
+// Instance is an instance of a local VPC started for one test: the namespace
+// where the runtimes and plugins run, one extra ENI attached to it, the task
+// metadata endpoint served in the instance namespace, and the local VPC's
+// real instance metadata service, which the ENI reaches unless blocked.
 type Instance struct {
 	NS  ns.NetNS // the instance: runtimes run here and the ENI lives here
-	VPC ns.NetNS // the VPC router, on the other end of the ENI
+	VPC *localvpctest.VPC
 	ENI ENI
-	// The bodies the endpoints answer with; each holds a random nonce.
+	// What the endpoints answer with at "/": a random nonce for the task
+	// metadata endpoint, and IMDS's own listing (read from the instance).
 	TaskMetadataBody, IMDSBody string
 }
 
 // Path is the instance namespace's path, for Command.NSPath.
 func (i *Instance) Path() string { return i.NS.Path() }
 
-// NewInstance builds an instance in fresh namespaces (deleted when the test
-// ends, with everything in them).
+// NewInstance starts a one-instance local VPC, creates an ENI in the
+// instance's subnet with the AWS SDK, attaches it and waits for its device
+// to appear in the instance, as the ECS agent does. Everything goes away
+// with the local VPC when the test ends.
 func NewInstance(t testing.TB) *Instance {
 	t.Helper()
-	testenv.Privileged(t)
-	mac, _ := net.ParseMAC("02:e2:e2:" + testenv.RandomHex(1) + ":" + testenv.RandomHex(1) + ":" + testenv.RandomHex(1))
-	_, subnet, _ := net.ParseCIDR("10.200.0.0/24")
+	v := localvpctest.Up(t, nsTag, "--instances", "1")
+	in := v.Instances[0]
+	instNS, err := ns.GetNS(netops.NamedNSPath(in.Namespace))
+	if err != nil {
+		t.Fatalf("open instance namespace: %v", err)
+	}
+	t.Cleanup(func() { instNS.Close() })
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	api := v.EC2()
+	sub, err := api.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{in.SubnetID}})
+	if err != nil || len(sub.Subnets) != 1 {
+		t.Fatalf("describe subnet %s: %v", in.SubnetID, err)
+	}
+	_, subnet, err := net.ParseCIDR(aws.ToString(sub.Subnets[0].CidrBlock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, err := api.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{
+		SubnetId: aws.String(in.SubnetID), Description: aws.String("vpcnet e2e " + t.Name()),
+	})
+	if err != nil {
+		t.Fatalf("create ENI: %v", err)
+	}
+	n := created.NetworkInterface
+	mac, err := net.ParseMAC(aws.ToString(n.MacAddress))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.AttachNetworkInterface(ctx, &ec2.AttachNetworkInterfaceInput{
+		NetworkInterfaceId: n.NetworkInterfaceId, InstanceId: aws.String(in.ID), DeviceIndex: aws.Int32(1),
+	}); err != nil {
+		t.Fatalf("attach ENI: %v", err)
+	}
+	dev, err := netops.WaitForLink(ctx, instNS.Path(), mac)
+	if err != nil {
+		t.Fatalf("the attached ENI's device never appeared: %v", err)
+	}
+	gw := subnet.IP.To4()
+	gw = net.IPv4(gw[0], gw[1], gw[2], gw[3]+1).To4()
 	inst := &Instance{
-		NS:  testenv.NewNS(t, nsTag),
-		VPC: testenv.NewNS(t, nsTag),
+		NS:  instNS,
+		VPC: v,
 		ENI: ENI{
-			ID:      "eni-e2e" + testenv.RandomHex(5),
-			Name:    "eth1",
+			ID:      aws.ToString(n.NetworkInterfaceId),
+			Name:    dev.Attrs().Name,
 			MAC:     mac,
-			Address: &net.IPNet{IP: net.IPv4(10, 200, 0, 10).To4(), Mask: subnet.Mask},
-			Gateway: net.IPv4(10, 200, 0, 1).To4(),
-			MTU:     1500,
+			Address: &net.IPNet{IP: net.ParseIP(aws.ToString(n.PrivateIpAddress)).To4(), Mask: subnet.Mask},
+			Gateway: gw,
+			MTU:     dev.Attrs().MTU,
 		},
 		TaskMetadataBody: "task metadata " + testenv.RandomHex(8),
-		IMDSBody:         "instance metadata " + testenv.RandomHex(8),
 	}
-	vpcFd := int(inst.VPC.Fd())
-	err := inst.NS.Do(func(ns.NetNS) error {
-		if err := linkUp("lo"); err != nil {
-			return err
-		}
-		veth := &netlink.Veth{
-			LinkAttrs:     netlink.LinkAttrs{Name: inst.ENI.Name, HardwareAddr: mac, MTU: inst.ENI.MTU},
-			PeerName:      "vpc0",
-			PeerNamespace: netlink.NsFd(vpcFd),
-		}
-		if err := netlink.LinkAdd(veth); err != nil {
-			return fmt.Errorf("create the ENI veth: %w", err)
-		}
-		return addAddr("lo", TaskMetadataIP+"/32")
-	})
-	if err != nil {
-		t.Fatalf("set up instance namespace: %v", err)
+	inst.IMDSBody = v.MustOnInstance(1, "curl", "-sf", "-m", "5", IMDSURL)
+	if inst.IMDSBody == "" {
+		t.Fatal("instance metadata answered the instance with an empty body")
 	}
-	err = inst.VPC.Do(func(ns.NetNS) error {
-		if err := linkUp("lo"); err != nil {
-			return err
-		}
-		gw := &net.IPNet{IP: inst.ENI.Gateway, Mask: subnet.Mask}
-		if err := addAddr("vpc0", gw.String()); err != nil {
-			return err
-		}
-		if err := linkUp("vpc0"); err != nil {
-			return err
-		}
-		return addAddr("lo", IMDSIP+"/32")
-	})
-	if err != nil {
-		t.Fatalf("set up VPC namespace: %v", err)
+	// The task metadata endpoint lives on the instance, as the ECS agent's
+	// does; the task bridge routes to it.
+	if err := instNS.Do(func(ns.NetNS) error { return addAddr("lo", TaskMetadataIP+"/32") }); err != nil {
+		t.Fatalf("add %s to the instance: %v", TaskMetadataIP, err)
 	}
 	serveText(t, inst.NS, TaskMetadataIP+":80", inst.TaskMetadataBody)
-	serveText(t, inst.VPC, IMDSIP+":80", inst.IMDSBody)
 	return inst
 }
 
@@ -178,17 +196,6 @@ func (i *Instance) LeakedLinks(t testing.TB, before map[string]string) (added, r
 		}
 	}
 	return added, removed
-}
-
-func linkUp(name string) error {
-	l, err := netlink.LinkByName(name)
-	if err != nil {
-		return fmt.Errorf("find %s: %w", name, err)
-	}
-	if err := netlink.LinkSetUp(l); err != nil {
-		return fmt.Errorf("set %s up: %w", name, err)
-	}
-	return nil
 }
 
 func addAddr(link, cidr string) error {

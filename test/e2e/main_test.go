@@ -6,10 +6,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vpcnet/vpcnet/internal/localvpc/localvpctest"
 )
 
 func TestMain(m *testing.M) {
 	CleanLeftovers()
+	localvpctest.CleanLeftovers(nsTag)
 	os.Exit(m.Run())
 }
 
