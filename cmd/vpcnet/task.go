@@ -48,24 +48,8 @@ func defaultCNIPath() string {
 	return strings.Join(append(dirs, "/opt/cni/bin", "/usr/lib/cni"), ":")
 }
 
-func (o *taskOptions) instanceDir(instanceID string) string {
-	return filepath.Join(o.stateDir, "tasks", instanceID)
-}
-
-func (o *taskOptions) store(instanceID string) task.Store {
-	return task.Store{Path: filepath.Join(o.instanceDir(instanceID), "tasks.db")}
-}
-
-// allStores returns the task store of every instance this machine knows:
-// one on EC2, one per instance on a local VPC.
-func (o *taskOptions) allStores() []task.Store {
-	paths, _ := filepath.Glob(filepath.Join(o.stateDir, "tasks", "*", "tasks.db"))
-	stores := make([]task.Store, len(paths))
-	for i, p := range paths {
-		stores[i] = task.Store{Path: p}
-	}
-	return stores
-}
+// host is the layout of task state on this machine.
+func (o *taskOptions) host() task.Host { return task.Host{StateDir: o.stateDir} }
 
 // onLocalInstance re-executes this very command inside a local VPC
 // instance's namespace, with the environment of a process on that instance,
@@ -76,7 +60,7 @@ func (o *taskOptions) onLocalInstance(instanceRef string, args []string) (bool, 
 	if os.Getenv(localvpc.EnvInstance) != "" {
 		return false, nil
 	}
-	ctl, err := o.findLocal(instanceRef)
+	ctl, err := localvpc.FindForInstance(o.local, instanceRef)
 	if err != nil {
 		if instanceRef != "" && !strings.HasPrefix(instanceRef, "i-") {
 			return false, err
@@ -84,7 +68,7 @@ func (o *taskOptions) onLocalInstance(instanceRef string, args []string) (bool, 
 		return false, nil // no local VPC: assume a real instance
 	}
 	if instanceRef == "" {
-		return false, fmt.Errorf("a local VPC (%q) is running: say on which instance with --instance (one of %s)", ctl.Name, instanceIDs(ctl))
+		return false, fmt.Errorf("a local VPC (%q) is running: say on which instance with --instance (one of %s)", ctl.Name, ctl.InstanceIDs())
 	}
 	inst, err := ctl.Instance(instanceRef)
 	if err != nil {
@@ -96,48 +80,6 @@ func (o *taskOptions) onLocalInstance(instanceRef string, args []string) (bool, 
 	}
 	argv := append([]string{exe}, replaceInstance(args, instanceRef, inst.ID)...)
 	return true, netops.ExecIn(netops.NamedNSPath(inst.Namespace), argv, ctl.InstanceEnv(os.Environ(), inst.ID))
-}
-
-// findLocal returns the running local VPC named by --local or, for an
-// instance ID that is not one of its instances, the running local VPC that
-// has that instance: `task stop` and `task gc` know a task's instance, and
-// the user should not have to name its VPC again.
-func (o *taskOptions) findLocal(instanceRef string) (*localvpc.Control, error) {
-	ctl, err := localvpc.Find(o.local)
-	if strings.HasPrefix(instanceRef, "i-") && (err != nil || !hasInstance(ctl, instanceRef)) {
-		if other := localVPCWith(instanceRef); other != nil {
-			return other, nil
-		}
-	}
-	return ctl, err
-}
-
-func hasInstance(c *localvpc.Control, id string) bool {
-	for _, in := range c.Instances {
-		if in.ID == id {
-			return true
-		}
-	}
-	return false
-}
-
-// localVPCWith returns the running local VPC that has the instance, or nil.
-func localVPCWith(instanceID string) *localvpc.Control {
-	entries, _ := os.ReadDir(localvpc.BaseStateDir)
-	for _, e := range entries {
-		if c, err := localvpc.Find(e.Name()); err == nil && hasInstance(c, instanceID) {
-			return c
-		}
-	}
-	return nil
-}
-
-func instanceIDs(c *localvpc.Control) string {
-	ids := make([]string, len(c.Instances))
-	for i, in := range c.Instances {
-		ids[i] = in.ID
-	}
-	return strings.Join(ids, ", ")
 }
 
 // replaceInstance swaps a positional instance reference ("1") for its ID
@@ -181,11 +123,11 @@ func (o *taskOptions) launcher(ctx context.Context, progress io.Writer) (*task.L
 	if err != nil {
 		return nil, fmt.Errorf("not on an instance? %w", err)
 	}
-	dir := o.instanceDir(id.InstanceID)
+	dir := o.host().Dir(id.InstanceID)
 	l := &task.Launcher{
 		Cloud:     c,
 		Identity:  id,
-		Store:     o.store(id.InstanceID),
+		Store:     o.host().Store(id.InstanceID),
 		APIErrors: apiErrors,
 		Net: task.Networks{
 			CNIPath:  filepath.SplitList(o.cniPath),
@@ -368,17 +310,17 @@ func runDetached(ctx context.Context, o *taskOptions, f *runFlags, spec task.Spe
 	if err != nil {
 		return err
 	}
-	logPath := filepath.Join(o.instanceDir(ident.InstanceID), "logs", id+".log")
+	logPath := filepath.Join(o.host().Dir(ident.InstanceID), "logs", id+".log")
 	pid, err := spawnDetached(logPath, args...)
 	if err != nil {
 		return fmt.Errorf("failed to start the task's supervisor: %w", err)
 	}
-	store := o.store(ident.InstanceID)
+	store := o.host().Store(ident.InstanceID)
 	deadline := time.Now().Add(f.timeout + 10*time.Second)
 	for time.Now().Before(deadline) {
 		r, err := store.Get(id)
 		if err == nil {
-			if started, done := detachedOutcome(r); done {
+			if started, done := r.Launched(); done {
 				if !started {
 					return fmt.Errorf("task %s failed to start: %s (log: %s)", id, r.Error, logPath)
 				}
@@ -388,7 +330,7 @@ func runDetached(ctx context.Context, o *taskOptions, f *runFlags, spec task.Spe
 		}
 		if !task.Alive(pid) {
 			if r, err := store.Get(id); err == nil {
-				if started, done := detachedOutcome(r); done && started {
+				if started, done := r.Launched(); done && started {
 					fmt.Println(id)
 					return nil
 				}
@@ -398,19 +340,6 @@ func runDetached(ctx context.Context, o *taskOptions, f *runFlags, spec task.Spe
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("task %s did not start within %s (log: %s)", id, f.timeout, logPath)
-}
-
-// detachedOutcome says from its record whether a detached task's launch is
-// over and whether the command got to run. A short command may already be
-// stopping or stopped when the launcher looks: it ran all the same.
-func detachedOutcome(r task.Record) (started, done bool) {
-	switch {
-	case r.State == task.StateStarting:
-		return false, false
-	case r.State == task.StateFailed, r.Error != "" && r.State != task.StateRunning:
-		return false, true
-	}
-	return true, true
 }
 
 func taskSuperviseCommand(o *taskOptions) *cobra.Command {
@@ -449,7 +378,7 @@ func taskEndpointCommand(o *taskOptions) *cobra.Command {
 			if o.endpointIdle <= 0 {
 				return fmt.Errorf("--endpoint-idle must be positive")
 			}
-			e := task.Endpoint{Store: o.store(instanceID), Region: region, Zone: zone, Dir: o.instanceDir(instanceID)}
+			e := task.Endpoint{Store: o.host().Store(instanceID), Region: region, Zone: zone, Dir: o.host().Dir(instanceID)}
 			return task.ServeEndpoint(ctx, e, o.endpointIdle)
 		},
 	}
@@ -468,7 +397,7 @@ its name), as the task's own processes run: same addresses, routes and
 blocked instance metadata, and the task metadata endpoint variables set.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := o.findTask(args[0])
+			r, err := o.host().Find(args[0])
 			if err != nil {
 				return err
 			}
@@ -489,7 +418,7 @@ func taskLsCommand(o *taskOptions) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var records []task.Record
-			for _, s := range o.allStores() {
+			for _, s := range o.host().Stores() {
 				rs, err := s.List()
 				if err != nil {
 					return err
@@ -525,29 +454,6 @@ func taskLsCommand(o *taskOptions) *cobra.Command {
 	return cmd
 }
 
-// findTask looks a task up by ID or unique ID prefix across instances.
-func (o *taskOptions) findTask(ref string) (task.Record, error) {
-	var found []task.Record
-	for _, s := range o.allStores() {
-		rs, err := s.List()
-		if err != nil {
-			return task.Record{}, err
-		}
-		for _, r := range rs {
-			if strings.HasPrefix(r.ID, ref) || r.Name == ref {
-				found = append(found, r)
-			}
-		}
-	}
-	switch len(found) {
-	case 0:
-		return task.Record{}, fmt.Errorf("no task %q", ref)
-	case 1:
-		return found[0], nil
-	}
-	return task.Record{}, fmt.Errorf("%q matches %d tasks; give more of the ID", ref, len(found))
-}
-
 func taskStopCommand(o *taskOptions) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
@@ -555,7 +461,7 @@ func taskStopCommand(o *taskOptions) *cobra.Command {
 		Short: "Stop a task and release its ENI",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := o.findTask(args[0])
+			r, err := o.host().Find(args[0])
 			if err != nil {
 				return err
 			}
@@ -567,11 +473,11 @@ func taskStopCommand(o *taskOptions) *cobra.Command {
 				// Its owner tears it down; wait for that, unless the owner
 				// dies first.
 				_ = syscall.Kill(r.Supervisor, syscall.SIGTERM)
-				err := waitDone(o.store(r.InstanceID), r, timeout)
-				if !errors.Is(err, errOwnerGone) {
+				err := task.WaitDone(o.host().Store(r.InstanceID), r, timeout)
+				if !errors.Is(err, task.ErrOwnerGone) {
 					return err
 				}
-				if r, err = o.store(r.InstanceID).Get(r.ID); err != nil {
+				if r, err = o.host().Store(r.InstanceID).Get(r.ID); err != nil {
 					return err
 				}
 			}
@@ -589,30 +495,6 @@ func taskStopCommand(o *taskOptions) *cobra.Command {
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "how long to wait for the teardown")
 	return cmd
-}
-
-// errOwnerGone means the process that owned a task died before finishing
-// its teardown.
-var errOwnerGone = errors.New("the task's supervisor exited before finishing the teardown")
-
-// waitDone waits until the task's record is finished, its supervisor dies
-// (errOwnerGone), or the timeout passes.
-func waitDone(s task.Store, r task.Record, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		cur, err := s.Get(r.ID)
-		if err != nil || cur.State.Done() {
-			return nil
-		}
-		if !r.SupervisorAlive() {
-			if cur, err := s.Get(r.ID); err == nil && !cur.State.Done() {
-				return errOwnerGone
-			}
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("task %s is still stopping after %s; `vpcnet task gc` finishes it", r.ID, timeout)
 }
 
 func taskGCCommand(o *taskOptions) *cobra.Command {
@@ -637,12 +519,12 @@ func taskGCCommand(o *taskOptions) *cobra.Command {
 			}
 			l.Progress.Task = "gc"
 			if stopAll {
-				stopSupervisors(l.Store)
+				task.StopSupervisors(l.Store)
 			}
 			rep, err := l.GC(cmd.Context())
 			fmt.Fprintf(os.Stderr, "%s: %s\n", l.Identity.InstanceID, rep)
 			if stopAll {
-				dir := o.instanceDir(l.Identity.InstanceID)
+				dir := o.host().Dir(l.Identity.InstanceID)
 				task.StopEndpoint(dir)
 				// A local instance goes away with its VPC, and its ID is
 				// never used again: so does its state, once nothing is left.
@@ -658,21 +540,6 @@ func taskGCCommand(o *taskOptions) *cobra.Command {
 	cmd.Flags().StringVar(&instance, "instance", "", "only this instance (default: this one, or every instance of the local VPC)")
 	cmd.Flags().BoolVar(&stopAll, "stop-all", false, "first stop every running task (used before a local VPC goes down)")
 	return cmd
-}
-
-// stopSupervisors asks every live task owner in the store to stop its task
-// and waits for them, so GC then finds only finished or orphaned tasks.
-func stopSupervisors(s task.Store) {
-	records, err := s.List()
-	if err != nil {
-		return
-	}
-	for _, r := range records {
-		if !r.State.Done() && r.SupervisorAlive() && r.Supervisor != os.Getpid() {
-			_ = syscall.Kill(r.Supervisor, syscall.SIGTERM)
-			_ = waitDone(s, r, 30*time.Second)
-		}
-	}
 }
 
 // gcEveryLocalInstance runs `task gc` on each instance of a local VPC.

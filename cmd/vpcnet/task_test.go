@@ -3,32 +3,7 @@ package main
 import (
 	"slices"
 	"testing"
-
-	"github.com/vpcnet/vpcnet/internal/task"
 )
-
-func TestDetachedOutcome(t *testing.T) {
-	for _, tc := range []struct {
-		name          string
-		r             task.Record
-		started, done bool
-	}{
-		{"still starting", task.Record{State: task.StateStarting}, false, false},
-		{"running", task.Record{State: task.StateRunning}, true, true},
-		// A command that exits at once is stopping or stopped by the time
-		// `run --detach` looks: it ran all the same.
-		{"already stopping", task.Record{State: task.StateStopping}, true, true},
-		{"already stopped", task.Record{State: task.StateStopped}, true, true},
-		{"failed", task.Record{State: task.StateFailed, Error: "attach-eni: no"}, false, true},
-		// A failed launch whose release failed too stays "stopping".
-		{"failed, release incomplete", task.Record{State: task.StateStopping, Error: "attach-eni: no"}, false, true},
-	} {
-		started, done := detachedOutcome(tc.r)
-		if started != tc.started || done != tc.done {
-			t.Errorf("%s: detachedOutcome = %v, %v; want %v, %v", tc.name, started, done, tc.started, tc.done)
-		}
-	}
-}
 
 func TestReplaceInstance(t *testing.T) {
 	for _, tc := range []struct {

@@ -194,3 +194,39 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	return os.Rename(tmp.Name(), path)
 }
+
+// HasInstance reports whether id is one of the local VPC's instances.
+func (c *Control) HasInstance(id string) bool {
+	for _, in := range c.Instances {
+		if in.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// InstanceIDs lists the IDs of the local VPC's instances, for messages.
+func (c *Control) InstanceIDs() string {
+	ids := make([]string, len(c.Instances))
+	for i, in := range c.Instances {
+		ids[i] = in.ID
+	}
+	return strings.Join(ids, ", ")
+}
+
+// FindForInstance returns the running local VPC called name, unless
+// instanceRef is an instance ID that it does not have and another running
+// local VPC does: commands that know a task's instance (task stop, task gc)
+// should not make the user name its VPC again.
+func FindForInstance(name, instanceRef string) (*Control, error) {
+	c, err := Find(name)
+	if strings.HasPrefix(instanceRef, "i-") && (err != nil || !c.HasInstance(instanceRef)) {
+		entries, _ := os.ReadDir(BaseStateDir)
+		for _, e := range entries {
+			if other, oerr := Find(e.Name()); oerr == nil && other.HasInstance(instanceRef) {
+				return other, nil
+			}
+		}
+	}
+	return c, err
+}
