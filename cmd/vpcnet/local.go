@@ -304,10 +304,11 @@ func localFaultsCommand(name *string) *cobra.Command {
   {"actions": {"AttachNetworkInterface": {"latency": "200ms", "latencyMax": "1s",
                                            "errorRate": 0.1, "errorCode": "InternalError"},
                "*": {"throttleRate": 0.05}},
-   "attachDelay": "3s", "metadataLag": "500ms"}
+   "attachDelay": "2s", "attachDelayMax": "5s", "metadataLag": "500ms"}
 
 An action's own entry replaces "*" for that action. attachDelay is the time from
-AttachNetworkInterface to the device appearing on the instance; metadataLag
+AttachNetworkInterface to the device appearing on the instance (with
+attachDelayMax, each attachment draws a time between the two, as on AWS); metadataLag
 delays what instance metadata shows after a change.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

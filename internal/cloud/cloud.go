@@ -71,7 +71,10 @@ type Client struct {
 
 // New builds a Client from cfg.
 func New(cfg aws.Config) *Client {
-	return &Client{EC2: ec2.NewFromConfig(cfg), IMDS: imds.NewFromConfig(cfg)}
+	return &Client{
+		EC2:  ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.HTTPClient = HTTPClientFor(o.HTTPClient) }),
+		IMDS: imds.NewFromConfig(cfg),
+	}
 }
 
 // APIErrorCode returns the EC2 error code carried by err ("" if none).
@@ -87,6 +90,7 @@ func APIErrorCode(err error) string {
 const (
 	CodeAttachmentLimitExceeded = "AttachmentLimitExceeded"
 	CodeENINotFound             = "InvalidNetworkInterfaceID.NotFound"
+	CodeENIInUse                = "InvalidNetworkInterface.InUse"
 	CodeAttachmentNotFound      = "InvalidAttachmentID.NotFound"
 	CodeInvalidParameterValue   = "InvalidParameterValue"
 	CodeRequestLimitExceeded    = "RequestLimitExceeded"
@@ -226,16 +230,26 @@ func (c *Client) CreateENI(ctx context.Context, in CreateENIInput) (ENI, error) 
 	return eniFromAPI(*out.NetworkInterface)
 }
 
-// DescribeENI returns one ENI; the error has code CodeENINotFound if it is gone.
+// DescribeENI returns one ENI; the error has code CodeENINotFound if it is
+// gone. It asks with a filter rather than by ID: EC2 charges unfiltered,
+// unpaginated describes to a bucket half the size (its documentation
+// recommends filters), and a launcher describes its ENI several times per
+// task.
 func (c *Client) DescribeENI(ctx context.Context, id string) (ENI, error) {
-	out, err := c.EC2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{id}})
+	out, err := c.EC2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{
+		Filters: []ec2types.Filter{{Name: aws.String("network-interface-id"), Values: []string{id}}},
+	})
 	if err != nil {
 		return ENI{}, fmt.Errorf("failed to describe %s: %w", id, err)
 	}
-	if len(out.NetworkInterfaces) != 1 {
-		return ENI{}, fmt.Errorf("describe %s returned %d interfaces", id, len(out.NetworkInterfaces))
+	switch len(out.NetworkInterfaces) {
+	case 0:
+		return ENI{}, fmt.Errorf("failed to describe %s: %w", id, &smithy.GenericAPIError{
+			Code: CodeENINotFound, Message: fmt.Sprintf("The networkInterface ID '%s' does not exist", id)})
+	case 1:
+		return eniFromAPI(out.NetworkInterfaces[0])
 	}
-	return eniFromAPI(out.NetworkInterfaces[0])
+	return ENI{}, fmt.Errorf("describe %s returned %d interfaces", id, len(out.NetworkInterfaces))
 }
 
 // ENIsByFilter lists ENIs matching EC2 filters (name -> values), following
@@ -329,27 +343,37 @@ func (c *Client) DetachENI(ctx context.Context, attachmentID string, force bool)
 	return nil
 }
 
-// DeleteENI deletes an ENI once it is detached, waiting for the detach to
-// finish; an ENI already gone is success. The first retries come quickly
-// (a local VPC detaches in milliseconds), then every half second (EC2
-// takes seconds).
+// DeleteENI deletes an ENI once it is detached, waiting for a detach in
+// progress to finish; an ENI already gone is success. It waits with
+// DescribeNetworkInterfaces, not by retrying the delete: reads draw on
+// EC2's larger token bucket, and a launcher that polls with mutating calls
+// throttles itself (and every other caller in the account). Polls come
+// quickly at first (a local VPC detaches in tens of milliseconds), then
+// every half second (EC2 takes seconds).
 func (c *Client) DeleteENI(ctx context.Context, eniID string) error {
-	delay := 5 * time.Millisecond
+	delay := 20 * time.Millisecond
 	for {
-		_, err := c.EC2.DeleteNetworkInterface(ctx, &ec2.DeleteNetworkInterfaceInput{NetworkInterfaceId: aws.String(eniID)})
+		e, err := c.DescribeENI(ctx, eniID)
 		switch {
-		case err == nil, APIErrorCode(err) == CodeENINotFound:
+		case APIErrorCode(err) == CodeENINotFound:
 			return nil
-		case APIErrorCode(err) != "InvalidNetworkInterface.InUse" && APIErrorCode(err) != CodeInvalidParameterValue:
-			return fmt.Errorf("failed to delete %s: %w", eniID, err)
+		case err != nil:
+			return err
+		case e.AttachmentID == "":
+			_, err := c.EC2.DeleteNetworkInterface(ctx, &ec2.DeleteNetworkInterfaceInput{NetworkInterfaceId: aws.String(eniID)})
+			switch {
+			case err == nil, APIErrorCode(err) == CodeENINotFound:
+				return nil
+			case APIErrorCode(err) != CodeENIInUse && APIErrorCode(err) != CodeInvalidParameterValue:
+				return fmt.Errorf("failed to delete %s: %w", eniID, err)
+			}
+			// Attached again meanwhile: wait as for any attachment.
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("failed to delete %s (still in use): %w", eniID, ctx.Err())
+			return fmt.Errorf("failed to delete %s (still attached, status %s): %w", eniID, e.Status, ctx.Err())
 		case <-time.After(delay):
 		}
-		// Grow gently: doubling overshoots a detach that takes a few
-		// hundred milliseconds by as much again.
 		delay = min(delay*3/2, 500*time.Millisecond)
 	}
 }

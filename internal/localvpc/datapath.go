@@ -30,7 +30,7 @@ type plan struct {
 // instance seconds after the API call returned.
 func (s *Server) spec(now time.Time) plan {
 	st := s.model.Snapshot()
-	delay := s.attachDelay()
+	faults := s.faultsNow()
 	p := plan{state: st, spec: fabric.Spec{
 		Name:       s.cfg.Name,
 		LocalAddrs: []netip.Addr{IMDSv4, IMDSv6, VPCEndpointAddr(s.cfg)},
@@ -51,7 +51,7 @@ func (s *Server) spec(now time.Time) plan {
 		switch a.Status {
 		case vpc.AttachmentAttached:
 		case vpc.AttachmentAttaching:
-			due := a.AttachTime.Add(delay)
+			due := a.AttachTime.Add(faults.AttachDelayFor(a.ID))
 			if now.Before(due) {
 				if p.wake.IsZero() || due.Before(p.wake) {
 					p.wake = due

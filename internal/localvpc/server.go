@@ -365,8 +365,9 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_ = enc.Encode(v)
 }
 
-func (s *Server) attachDelay() time.Duration {
+// faultsNow returns the current fault configuration.
+func (s *Server) faultsNow() ec2api.Faults {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return time.Duration(s.faults.AttachDelay)
+	return s.faults
 }

@@ -6,9 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -26,6 +24,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/vpcnet/vpcnet/internal/cloud"
 	"github.com/vpcnet/vpcnet/internal/localvpc"
 	"github.com/vpcnet/vpcnet/internal/netops"
 )
@@ -123,26 +122,9 @@ func upVPC(tag string, flags ...string) (*benchVPC, error) {
 		BaseEndpoint: aws.String(c.Endpoint),
 		Credentials:  credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, ""),
 		Retryer:      aws.NopRetryer{},
-		HTTPClient:   bodyWithoutWriteTo{awshttp.NewBuildableClient()},
+		HTTPClient:   cloud.HTTPClientFor(awshttp.NewBuildableClient()),
 	})
 	return &benchVPC{Control: c, ec2: client}, nil
-}
-
-// bodyWithoutWriteTo works around a race between aws-sdk-go-v2 and
-// net/http that only a server as fast as one on loopback meets: the SDK
-// closes a request's body as soon as the response headers arrive, and its
-// body wrapper's WriteTo then returns io.EOF; net/http's connection writer,
-// which may still be finishing the request (it reads the body once more to
-// check its length), takes that for a failure and closes the connection
-// while the response is being read ("use of closed network connection",
-// a few calls in a hundred with 500 ENIs). Read alone returns a clean EOF.
-type bodyWithoutWriteTo struct{ client ec2.HTTPClient }
-
-func (c bodyWithoutWriteTo) Do(req *http.Request) (*http.Response, error) {
-	if req.Body != nil {
-		req.Body = struct{ io.ReadCloser }{req.Body}
-	}
-	return c.client.Do(req)
 }
 
 func (v *benchVPC) down() {

@@ -52,7 +52,7 @@ func benchTask() {
 	defer cleanTaskVPCs()
 	scenarios := []taskScenario{
 		{name: "no injected latency"},
-		{name: "AWS-like: attach 3 s, EC2 calls 50-150 ms", faults: `{"attachDelay":"3s","actions":{"*":{"latency":"50ms","latencyMax":"150ms"}}}`},
+		{name: "AWS-like: attach 2-5 s, EC2 calls 50-150 ms", faults: `{"attachDelay":"2s","attachDelayMax":"5s","actions":{"*":{"latency":"50ms","latencyMax":"150ms"}}}`},
 	}
 	results := make([][]taskRun, len(scenarios))
 	for i, sc := range scenarios {

@@ -3,6 +3,7 @@ package ec2api
 import (
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"time"
 
 	"github.com/vpcnet/vpcnet/internal/localvpc/vpc"
@@ -16,9 +17,25 @@ import (
 type Faults struct {
 	// Actions maps an action name, or "*" for every action, to its faults.
 	// An action's own entry replaces "*" entirely.
-	Actions     map[string]ActionFaults `json:"actions,omitempty"`
-	AttachDelay Duration                `json:"attachDelay,omitempty"`
-	MetadataLag Duration                `json:"metadataLag,omitempty"`
+	Actions map[string]ActionFaults `json:"actions,omitempty"`
+	// AttachDelay is how long an attachment stays "attaching" before its
+	// device appears: exactly AttachDelay, or, when AttachDelayMax is
+	// larger, a time between the two that each attachment draws once.
+	AttachDelay    Duration `json:"attachDelay,omitempty"`
+	AttachDelayMax Duration `json:"attachDelayMax,omitempty"`
+	MetadataLag    Duration `json:"metadataLag,omitempty"`
+}
+
+// AttachDelayFor is the attach delay of one attachment. Drawn from its ID,
+// it stays the same however often the control plane asks.
+func (f Faults) AttachDelayFor(attachmentID string) time.Duration {
+	lo, hi := time.Duration(f.AttachDelay), time.Duration(f.AttachDelayMax)
+	if hi <= lo {
+		return lo
+	}
+	h := fnv.New64a()
+	h.Write([]byte(attachmentID))
+	return lo + time.Duration(h.Sum64()%uint64(hi-lo))
 }
 
 // ActionFaults are the faults of one action.
@@ -49,6 +66,9 @@ func (f Faults) For(action string) ActionFaults {
 func (f Faults) Validate() error {
 	if f.AttachDelay < 0 || f.MetadataLag < 0 {
 		return fmt.Errorf("attachDelay and metadataLag must not be negative")
+	}
+	if f.AttachDelayMax != 0 && f.AttachDelayMax < f.AttachDelay {
+		return fmt.Errorf("attachDelay %v..attachDelayMax %v is not a range", time.Duration(f.AttachDelay), time.Duration(f.AttachDelayMax))
 	}
 	for name, a := range f.Actions {
 		switch {

@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
+	"github.com/vpcnet/vpcnet/internal/cloud"
 	"github.com/vpcnet/vpcnet/internal/localvpc"
 	"github.com/vpcnet/vpcnet/internal/netops"
 	"github.com/vpcnet/vpcnet/internal/testenv"
@@ -96,6 +98,7 @@ func (v *VPC) EC2() *ec2.Client {
 		Region:       v.Region,
 		BaseEndpoint: aws.String(v.Endpoint),
 		Credentials:  credentials.NewStaticCredentialsProvider(v.AccessKeyID, v.SecretAccessKey, ""),
+		HTTPClient:   cloud.HTTPClientFor(awshttp.NewBuildableClient()),
 	})
 }
 
