@@ -425,12 +425,3 @@ func (c *Client) InstanceENILimit(ctx context.Context, instanceType string) (int
 	}
 	return int(aws.ToInt32(out.InstanceTypes[0].NetworkInfo.MaximumNetworkInterfaces)), nil
 }
-
-// FormatTags renders tags for messages: k=v,k=v.
-func FormatTags(tags map[string]string) string {
-	var parts []string
-	for k, v := range tags {
-		parts = append(parts, k+"="+v)
-	}
-	return strings.Join(parts, ",")
-}

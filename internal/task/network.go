@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 )
 
@@ -167,5 +166,3 @@ func (n Networks) Del(ctx context.Context, r *Record) error {
 	}
 	return errors.Join(errs...)
 }
-
-var _ types.Result = (*current.Result)(nil)

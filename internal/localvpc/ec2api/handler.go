@@ -130,12 +130,6 @@ func (h *Handler) Faults() Faults {
 	return h.faults
 }
 
-// SetThrottle replaces the token bucket sizes; the buckets start full.
-func (h *Handler) SetThrottle(cfg ThrottleConfig) { h.throttle.set(cfg) }
-
-// Throttle returns the token bucket sizes in force.
-func (h *Handler) Throttle() ThrottleConfig { return h.throttle.config() }
-
 // ServeHTTP answers one EC2 Query API request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()

@@ -122,16 +122,3 @@ func (t *throttle) allow(action string, filtered bool) bool {
 	b.level--
 	return true
 }
-
-func (t *throttle) set(cfg ThrottleConfig) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.cfg = cfg
-	t.buckets = map[string]*tokens{}
-}
-
-func (t *throttle) config() ThrottleConfig {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.cfg
-}

@@ -90,14 +90,3 @@ func (w *Watcher) Run(ctx context.Context, lost func(interfaceID string)) error 
 
 // Close ends the subscription.
 func (w *Watcher) Close() { w.once.Do(func() { close(w.done) }) }
-
-// Watch subscribes and runs until ctx ends: NewWatcher and Run in one call,
-// for a caller that has no Apply to slip in between.
-func Watch(ctx context.Context, name string, lost func(interfaceID string)) error {
-	w, err := NewWatcher(name)
-	if err != nil {
-		return err
-	}
-	defer w.Close()
-	return w.Run(ctx, lost)
-}

@@ -61,9 +61,6 @@ type Subnet struct {
 // Gateway is the VPC router's address in the subnet (network + 1).
 func (s *Subnet) Gateway() netip.Addr { return s.CIDR.Masked().Addr().Next() }
 
-// DNS is the Amazon-provided resolver's address in the subnet (network + 2).
-func (s *Subnet) DNS() netip.Addr { return s.Gateway().Next() }
-
 // Rule is one security group permission for one peer: a CIDR (IPv4 or IPv6)
 // or another group. EC2 shows rules grouped by protocol and ports; the model
 // keeps them flat, which is what the datapath needs.
