@@ -174,7 +174,7 @@ func TestApplyIsIdempotent(t *testing.T) {
 	before := snapshot(t, v.spec.Name, true)
 	v.apply()
 	if after := snapshot(t, v.spec.Name, true); after != before {
-		t.Fatalf("a second Apply changed the kernel:\n%s", lineDiff(before, after))
+		t.Fatalf("a second Apply changed the kernel:\n%s", testenv.LineDiff(before, after))
 	}
 }
 
@@ -235,7 +235,7 @@ func TestApplyConverges(t *testing.T) {
 
 	v.apply()
 	if got := snapshot(t, v.spec.Name, false); got != healthy {
-		t.Fatalf("Apply did not restore the VPC:\n%s", lineDiff(healthy, got))
+		t.Fatalf("Apply did not restore the VPC:\n%s", testenv.LineDiff(healthy, got))
 	}
 	serve(t, i3, "tcp", ":5000", "i-3")
 	serve(t, i2, "tcp", ":8080", "i-2")
@@ -257,7 +257,7 @@ func TestApplyConverges(t *testing.T) {
 	}
 	v.apply()
 	if got := snapshot(t, v.spec.Name, false); got != healthy {
-		t.Fatalf("Apply did not rebuild the VPC around a new fabric:\n%s", lineDiff(healthy, got))
+		t.Fatalf("Apply did not rebuild the VPC around a new fabric:\n%s", testenv.LineDiff(healthy, got))
 	}
 	reach(t, i3, none, "[fd00:b::20]:8080", "i-2 fd00:a::30")
 }
@@ -296,7 +296,7 @@ func TestDetachAttachTerminate(t *testing.T) {
 	before := snapshot(t, v.spec.Name, true)
 	v.apply()
 	if after := snapshot(t, v.spec.Name, true); after != before {
-		t.Fatalf("a second Apply changed the kernel:\n%s", lineDiff(before, after))
+		t.Fatalf("a second Apply changed the kernel:\n%s", testenv.LineDiff(before, after))
 	}
 }
 
@@ -386,24 +386,4 @@ func TestDestroyRestoresMachine(t *testing.T) {
 	if err := Destroy(name); err != nil || len(ours()) != 0 {
 		t.Fatalf("Destroy of a lone fabric: %v, left %v", err, ours())
 	}
-}
-
-// lineDiff lists the lines only in a and only in b.
-func lineDiff(a, b string) string {
-	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
-	var out []string
-	for _, l := range al {
-		if !slices.Contains(bl, l) {
-			out = append(out, "- "+l)
-		}
-	}
-	for _, l := range bl {
-		if !slices.Contains(al, l) {
-			out = append(out, "+ "+l)
-		}
-	}
-	if len(out) == 0 {
-		return "(same lines, different order)"
-	}
-	return strings.Join(out, "\n")
 }

@@ -293,7 +293,7 @@ func TestFirewallStable(t *testing.T) {
 	slices.Reverse(b.Groups)
 	ta, tb := buildTable(a), buildTable(b)
 	if ta.text() != tb.text() || ta.fingerprint() != tb.fingerprint() {
-		t.Fatalf("the table depends on list order:\n%s", lineDiff(ta.text(), tb.text()))
+		t.Fatalf("the table depends on list order:\n%s", testenv.LineDiff(ta.text(), tb.text()))
 	}
 	b.Interfaces[0].Groups = []string{sgWeb}
 	if buildTable(b).fingerprint() == ta.fingerprint() {
@@ -385,7 +385,7 @@ func TestFirewallUpdates(t *testing.T) {
 		got := canonicalTable(t, testenv.NSName(stepped))
 		want := canonicalTable(t, testenv.NSName(whole))
 		if got != want {
-			t.Fatalf("%s: the updated table differs from the whole one:\n%s", step.name, lineDiff(want, got))
+			t.Fatalf("%s: the updated table differs from the whole one:\n%s", step.name, testenv.LineDiff(want, got))
 		}
 		if fp := loadedFingerprint(stepped); fp != next.fingerprint() {
 			t.Fatalf("%s: the table carries fingerprint %q, want %s", step.name, fp, next.fingerprint())

@@ -12,8 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +23,6 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
 	"github.com/vpcnet/vpcnet/internal/ipam"
@@ -388,52 +385,8 @@ func containerIP(t testing.TB, r types.Result) net.IP {
 	return nil
 }
 
-// snapshot describes, one sorted line each, the links, addresses and routes
-// (every table) of a namespace: what "as before" means in the tests.
-func snapshot(t testing.TB, n ns.NetNS) string {
-	t.Helper()
-	var lines []string
-	err := n.Do(func(ns.NetNS) error {
-		links, err := netlink.LinkList()
-		if err != nil {
-			return err
-		}
-		names := map[int]string{}
-		for _, l := range links {
-			names[l.Attrs().Index] = l.Attrs().Name
-		}
-		for _, l := range links {
-			a := l.Attrs()
-			lines = append(lines, fmt.Sprintf("link %s %s master=%s up=%v alias=%q", a.Name, l.Type(), names[a.MasterIndex], a.Flags&net.FlagUp != 0, a.Alias))
-			addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
-			if err != nil {
-				return err
-			}
-			for _, ad := range addrs {
-				if kernelManaged(a.Name, ad.IP) {
-					continue
-				}
-				lines = append(lines, fmt.Sprintf("addr %s %s", a.Name, ad.IPNet))
-			}
-		}
-		routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-		if err != nil {
-			return err
-		}
-		for _, r := range routes {
-			if r.Dst != nil && kernelManaged(names[r.LinkIndex], r.Dst.IP) {
-				continue
-			}
-			lines = append(lines, fmt.Sprintf("route table=%d %v via %v dev %s scope %v", r.Table, r.Dst, r.Gw, names[r.LinkIndex], r.Scope))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("snapshot of %s: %v", testenv.NSName(n), err)
-	}
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
-}
+// snapshot describes a namespace: what "as before" means in the tests.
+func snapshot(t testing.TB, n ns.NetNS) string { return testenv.NetState(t, n, kernelManaged) }
 
 // kernelManaged tells the bridge's IPv6 link-local address and its
 // link-local and multicast routes: the kernel adds them when the bridge
@@ -442,23 +395,6 @@ func snapshot(t testing.TB, n ns.NetNS) string {
 // They are part of the bridge, which stays.
 func kernelManaged(dev string, ip net.IP) bool {
 	return dev == bridgeName && ip.To4() == nil && (ip.IsLinkLocalUnicast() || ip.IsMulticast())
-}
-
-// diff returns the lines only in a and only in b.
-func diff(a, b string) string {
-	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
-	var out []string
-	for _, l := range al {
-		if !slices.Contains(bl, l) {
-			out = append(out, "- "+l)
-		}
-	}
-	for _, l := range bl {
-		if !slices.Contains(al, l) {
-			out = append(out, "+ "+l)
-		}
-	}
-	return strings.Join(out, "\n")
 }
 
 // attachmentLinks returns the host veths labelled by this plugin.

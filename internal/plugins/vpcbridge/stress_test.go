@@ -183,10 +183,10 @@ func TestCrashAtEachStep(t *testing.T) {
 				r.repair(t, c)
 
 				if after := snapshot(t, h.ns); after != hostBefore {
-					t.Errorf("host differs from before the ADD:\n%s", diff(hostBefore, after))
+					t.Errorf("host differs from before the ADD:\n%s", testenv.LineDiff(hostBefore, after))
 				}
 				if after := snapshot(t, ctr); after != ctrBefore {
-					t.Errorf("container differs from before the ADD:\n%s", diff(ctrBefore, after))
+					t.Errorf("container differs from before the ADD:\n%s", testenv.LineDiff(ctrBefore, after))
 				}
 				if held := ip.allocations(t, "meta"); len(held) != 0 {
 					t.Errorf("addresses still held: %v", held)

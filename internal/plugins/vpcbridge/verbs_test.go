@@ -811,7 +811,7 @@ func TestFullBridge(t *testing.T) {
 		t.Errorf("failed ADD left host veths %v", linkNames(links))
 	}
 	if after := snapshot(t, tk.ns); after != before {
-		t.Errorf("failed ADD changed the container:\n%s", diff(before, after))
+		t.Errorf("failed ADD changed the container:\n%s", testenv.LineDiff(before, after))
 	}
 	if held := ip.allocations(t, "meta"); len(held) != 0 {
 		t.Errorf("failed ADD left allocations %v", held)
@@ -922,10 +922,10 @@ func TestBadInput(t *testing.T) {
 				}
 			}
 			if after := snapshot(t, h.ns); after != hostBefore {
-				t.Errorf("failed ADD changed the host:\n%s", diff(hostBefore, after))
+				t.Errorf("failed ADD changed the host:\n%s", testenv.LineDiff(hostBefore, after))
 			}
 			if after := snapshot(t, ctr); after != ctrBefore {
-				t.Errorf("failed ADD changed the container:\n%s", diff(ctrBefore, after))
+				t.Errorf("failed ADD changed the container:\n%s", testenv.LineDiff(ctrBefore, after))
 			}
 			if held := ip.allocations(t, "meta"); len(held) != 0 {
 				t.Errorf("failed ADD left allocations %v", held)

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -399,77 +398,24 @@ func mustSucceed(t testing.TB, o outcome, what string) []byte {
 	return o.out
 }
 
-// snapshot describes a namespace as a sorted list of lines: each link with
-// its MAC, state, MTU and alias, each address, each route of every table.
-// Two snapshots are equal when the namespace is as it was.
-func snapshot(t testing.TB, n ns.NetNS) []string {
-	t.Helper()
-	var lines []string
-	err := n.Do(func(ns.NetNS) error {
-		links, err := netlink.LinkList()
-		if err != nil {
-			return err
-		}
-		names := map[int]string{}
-		for _, l := range links {
-			a := l.Attrs()
-			names[a.Index] = a.Name
-			lines = append(lines, fmt.Sprintf("link %s mac=%s up=%v mtu=%d alias=%q", a.Name, a.HardwareAddr, a.Flags&net.FlagUp != 0, a.MTU, a.Alias))
-			addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
-			if err != nil {
-				return err
-			}
-			for _, ad := range addrs {
-				lines = append(lines, fmt.Sprintf("addr %s %s", a.Name, ad.IPNet))
-			}
-		}
-		routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-		if err != nil {
-			return err
-		}
-		for _, r := range routes {
-			lines = append(lines, fmt.Sprintf("route table=%d type=%d %s via %s dev %s", r.Table, r.Type, r.Dst, r.Gw, names[r.LinkIndex]))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("snapshot %s: %v", n.Path(), err)
-	}
-	slices.Sort(lines)
-	return lines
-}
-
 // worldSnapshot covers the host and every container namespace.
-func (w *world) snapshot(t testing.TB) map[string][]string {
+func (w *world) snapshot(t testing.TB) map[string]string {
 	t.Helper()
-	s := map[string][]string{"host": snapshot(t, w.host)}
+	s := map[string]string{"host": testenv.NetState(t, w.host, nil)}
 	for i, c := range w.ctrs {
-		s[fmt.Sprintf("container %d", i)] = snapshot(t, c)
+		s[fmt.Sprintf("container %d", i)] = testenv.NetState(t, c, nil)
 	}
 	return s
 }
 
 // assertUnchanged fails with a line diff when the world is not as before.
-func (w *world) assertUnchanged(t testing.TB, before map[string][]string, when string) {
+func (w *world) assertUnchanged(t testing.TB, before map[string]string, when string) {
 	t.Helper()
 	after := w.snapshot(t)
 	for name, b := range before {
-		a := after[name]
-		if slices.Equal(a, b) {
-			continue
+		if a := after[name]; a != b {
+			t.Errorf("%s: %s namespace changed:\n%s", when, name, testenv.LineDiff(b, a))
 		}
-		var diff []string
-		for _, l := range b {
-			if !slices.Contains(a, l) {
-				diff = append(diff, "- "+l)
-			}
-		}
-		for _, l := range a {
-			if !slices.Contains(b, l) {
-				diff = append(diff, "+ "+l)
-			}
-		}
-		t.Errorf("%s: %s namespace changed:\n%s", when, name, strings.Join(diff, "\n"))
 	}
 }
 
