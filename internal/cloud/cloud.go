@@ -310,30 +310,6 @@ func (c *Client) AttachENI(ctx context.Context, eniID, instanceID string) (strin
 	return "", 0, fmt.Errorf("failed to attach %s to %s: no free device index", eniID, instanceID)
 }
 
-// WaitAttached polls until the ENI's attachment is "attached". EC2 has no
-// push notification for this; the device appearing on the instance is
-// awaited separately (netops.WaitForLink).
-func (c *Client) WaitAttached(ctx context.Context, eniID string) (ENI, error) {
-	delay := 50 * time.Millisecond
-	for {
-		e, err := c.DescribeENI(ctx, eniID)
-		if err != nil {
-			return ENI{}, err
-		}
-		if e.Attached {
-			return e, nil
-		}
-		select {
-		case <-ctx.Done():
-			return ENI{}, fmt.Errorf("ENI %s not attached yet (status %s): %w", eniID, e.Status, ctx.Err())
-		case <-time.After(delay):
-		}
-		if delay < time.Second {
-			delay *= 2
-		}
-	}
-}
-
 // DetachENI detaches an attachment; an attachment already gone is success.
 func (c *Client) DetachENI(ctx context.Context, attachmentID string, force bool) error {
 	_, err := c.EC2.DetachNetworkInterface(ctx, &ec2.DetachNetworkInterfaceInput{AttachmentId: aws.String(attachmentID), Force: aws.Bool(force)})

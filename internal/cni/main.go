@@ -37,7 +37,7 @@ func Main(name string, funcs skel.CNIFuncs) {
 		if perr := err.Print(); perr != nil {
 			logger.Error("cannot write error to stdout", "err", perr)
 		}
-		exit(1)
+		os.Exit(1)
 	}
 	closeLog()
 }

@@ -43,5 +43,3 @@ func Step(name string) {
 	}
 }
 
-// exit is os.Exit, replaceable in tests.
-var exit = os.Exit
