@@ -42,4 +42,3 @@ func Step(name string) {
 		select {}
 	}
 }
-
