@@ -177,7 +177,7 @@ func (st Stats) String() string {
 // grow adds addresses: to the lowest-numbered ENI with room, else on a new
 // ENI. short is the shortfall in addresses.
 func grow(s State, cfg Config, l Limits, t targets, st Stats, short int, now time.Time) (Decision, Cause) {
-	why := fmt.Sprintf("short of %s by %d addresses (%s)", t, short, st)
+	why := fmt.Sprintf("short of %s by %s (%s)", t, units(short, false), st)
 	if st.Total >= l.MaxPods {
 		return Decision{Action: Nothing, Reason: fmt.Sprintf("%s, but the node has addresses for its max pods (%d)", why, l.MaxPods)}, CauseMaxPods
 	}
@@ -193,11 +193,10 @@ func grow(s State, cfg Config, l Limits, t targets, st Stats, short int, now tim
 			continue
 		}
 		d := Decision{Action: AssignAddresses, ENI: e.ID, Count: n}
-		what := "addresses"
 		if prefixes {
-			d.Action, what = AssignPrefixes, "/28 prefixes"
+			d.Action = AssignPrefixes
 		}
-		d.Reason = fmt.Sprintf("%s: assign %d %s to %s (device %d)%s", why, n, what, e.ID, e.DeviceIndex, fallbackNote(s, l, e.SubnetID, prefixes))
+		d.Reason = fmt.Sprintf("%s: assign %s to %s (device %d)%s", why, units(n, prefixes), e.ID, e.DeviceIndex, fallbackNote(s, l, e.SubnetID, prefixes))
 		return d, CauseNone
 	}
 
@@ -218,14 +217,10 @@ func grow(s State, cfg Config, l Limits, t targets, st Stats, short int, now tim
 	if n == 0 {
 		return Decision{Action: Nothing, Reason: fmt.Sprintf("%s, but subnet %s has no free addresses", why, subnet)}, CauseSubnetFull
 	}
-	what := "addresses"
-	if prefixes {
-		what = "/28 prefixes"
-	}
 	d := Decision{Action: CreateENI, Count: n, WithPrefixes: prefixes, DeviceIndex: freeDeviceIndex(s),
 		SubnetID: subnet, SecurityGroups: slices.Clone(groups)}
-	d.Reason = fmt.Sprintf("%s and no ENI has room: create an ENI in %s with %d %s, attach at device %d%s",
-		why, subnet, n, what, d.DeviceIndex, fallbackNote(s, l, subnet, prefixes))
+	d.Reason = fmt.Sprintf("%s and no ENI has room: create an ENI in %s with %s, attach at device %d%s",
+		why, subnet, units(n, prefixes), d.DeviceIndex, fallbackNote(s, l, subnet, prefixes))
 	return d, CauseNone
 }
 
@@ -329,7 +324,7 @@ func release(s State, l Limits, t targets, st Stats, now time.Time) (Decision, b
 			}
 			if len(free) > 0 {
 				return Decision{Action: UnassignPrefixes, ENI: enis[i].ID, Prefixes: free, Reason: fmt.Sprintf(
-					"%s needs fewer addresses than %s: unassign %d free /28 prefixes from %s", t, st, len(free), enis[i].ID)}, true
+					"%s needs fewer addresses than %s: unassign %s (wholly free) from %s", t, st, units(len(free), true), enis[i].ID)}, true
 			}
 		}
 		return Decision{}, false
@@ -355,7 +350,7 @@ func release(s State, l Limits, t targets, st Stats, now time.Time) (Decision, b
 		}
 		if len(free) > 0 {
 			return Decision{Action: UnassignAddresses, ENI: enis[i].ID, Addresses: free, Reason: fmt.Sprintf(
-				"%s needs %d fewer addresses than %s: unassign %d free addresses from %s", t, over, st, len(free), enis[i].ID)}, true
+				"%s needs %d fewer addresses than %s: unassign %s (free) from %s", t, over, st, units(len(free), false), enis[i].ID)}, true
 		}
 	}
 	return Decision{}, false
@@ -370,6 +365,20 @@ func (st Stats) without(o Stats) Stats {
 	st.Prefixes -= o.Prefixes
 	st.FreePrefixes -= o.FreePrefixes
 	return st
+}
+
+// units says "1 address", "3 addresses", "1 /28 prefix", "2 /28 prefixes".
+func units(n int, prefixes bool) string {
+	switch {
+	case prefixes && n == 1:
+		return "1 /28 prefix"
+	case prefixes:
+		return fmt.Sprintf("%d /28 prefixes", n)
+	case n == 1:
+		return "1 address"
+	default:
+		return fmt.Sprintf("%d addresses", n)
+	}
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }

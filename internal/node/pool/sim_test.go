@@ -194,6 +194,20 @@ func (n *node) addPods(k int) {
 	}
 }
 
+// startPods starts k pods without letting the pool converge in between, as
+// when pods arrive faster than the agent acts.
+func (n *node) startPods(k int) {
+	n.t.Helper()
+	for range k {
+		eni, addr, ok := Pick(n.s, n.now)
+		if !ok {
+			n.t.Fatalf("pod %d: no free address", len(n.pods)+1)
+		}
+		n.hold(eni, addr)
+		n.pods = append(n.pods, podAddr{eni, addr})
+	}
+}
+
 // hold marks addr as assigned to a pod.
 func (n *node) hold(eni string, addr netip.Addr) {
 	n.t.Helper()
