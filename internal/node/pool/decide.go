@@ -196,7 +196,7 @@ func grow(s State, cfg Config, l Limits, t targets, st Stats, short int, now tim
 		if prefixes {
 			d.Action = AssignPrefixes
 		}
-		d.Reason = fmt.Sprintf("%s: assign %s to %s (device %d)%s", why, units(n, prefixes), e.ID, e.DeviceIndex, fallbackNote(s, l, e.SubnetID, prefixes))
+		d.Reason = fmt.Sprintf("%s: assign %s to %s (device %d)%s", why, units(n, prefixes), e.ID, e.DeviceIndex, fallbackNote(l, e.SubnetID, prefixes))
 		return d, CauseNone
 	}
 
@@ -220,7 +220,7 @@ func grow(s State, cfg Config, l Limits, t targets, st Stats, short int, now tim
 	d := Decision{Action: CreateENI, Count: n, WithPrefixes: prefixes, DeviceIndex: freeDeviceIndex(s),
 		SubnetID: subnet, SecurityGroups: slices.Clone(groups)}
 	d.Reason = fmt.Sprintf("%s and no ENI has room: create an ENI in %s with %s, attach at device %d%s",
-		why, subnet, units(n, prefixes), d.DeviceIndex, fallbackNote(s, l, subnet, prefixes))
+		why, subnet, units(n, prefixes), d.DeviceIndex, fallbackNote(l, subnet, prefixes))
 	return d, CauseNone
 }
 
@@ -245,7 +245,7 @@ func amount(s State, l Limits, t targets, st Stats, subnet string, short, room i
 	return false, max(min(n, room, left), 1)
 }
 
-func fallbackNote(s State, l Limits, subnet string, prefixes bool) string {
+func fallbackNote(l Limits, subnet string, prefixes bool) string {
 	if l.Prefixes && !prefixes {
 		return fmt.Sprintf(" (single addresses: subnet %s has no free /28, InsufficientCidrBlocks)", subnet)
 	}

@@ -33,6 +33,7 @@ type node struct {
 	now   time.Time
 	next  int       // next address or prefix number to hand out
 	log   []Action  // every decision applied
+	freed []int     // for each, the addresses it took from the pool
 	pods  []podAddr // pods in the order they started
 	steps int
 }
@@ -81,6 +82,8 @@ func (n *node) apply(d Decision) {
 	t := n.t
 	t.Helper()
 	n.log = append(n.log, d.Action)
+	before := n.s.Stats(n.now).Total
+	defer func() { n.freed = append(n.freed, max(before-n.s.Stats(n.now).Total, 0)) }()
 	slots := n.lim.SlotsPerENI
 	switch d.Action {
 	case CreateENI:
