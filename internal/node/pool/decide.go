@@ -34,6 +34,7 @@ const (
 
 var actionNames = [...]string{"nothing", "create-eni", "assign-addresses", "assign-prefixes", "unassign-addresses", "unassign-prefixes", "delete-eni"}
 
+// String is the action's name in logs and metrics labels, e.g. "create-eni".
 func (a Action) String() string {
 	if a < 0 || int(a) >= len(actionNames) {
 		return fmt.Sprintf("Action(%d)", int(a))
@@ -88,7 +89,8 @@ type Decision struct {
 //     an assigned address or one in cooldown, and never below the targets.
 //
 // The agent carries the action out, observes the node again and calls
-// Decide again, until Nothing.
+// Decide again, until Nothing. l must come from NewLimits (a zero Limits
+// allows nothing).
 func Decide(s State, cfg Config, l Limits, now time.Time) Decision {
 	d, _ := decide(s, cfg, l, now)
 	return d
@@ -164,6 +166,7 @@ func (t targets) String() string {
 	}
 }
 
+// String is the counts in a phrase for reasons and logs.
 func (st Stats) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d free, %d assigned, %d in cooldown, of %d addresses", st.Free, st.Assigned, st.Cooling, st.Total)

@@ -38,6 +38,7 @@ const (
 
 var causeNames = [...]string{"none", "growing", "throttled", "instance-limit", "max-eni", "max-pods", "subnet-full", "no-eni-config", "targets"}
 
+// String is the cause's name in logs and metrics labels, e.g. "subnet-full".
 func (c Cause) String() string {
 	if c < 0 || int(c) >= len(causeNames) {
 		return fmt.Sprintf("Cause(%d)", int(c))
