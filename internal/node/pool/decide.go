@@ -103,7 +103,7 @@ func decide(s State, cfg Config, l Limits, now time.Time) (Decision, Cause) {
 	t := targetsOf(cfg, l)
 	st := s.Stats(now)
 	if short := t.shortfall(st); short > 0 {
-		return grow(s, cfg, l, t, st, short, now)
+		return grow(s, cfg, l, t, st, short)
 	}
 	if d, ok := deleteENI(s, cfg, t, st, now); ok {
 		return d, CauseNone
@@ -179,7 +179,7 @@ func (st Stats) String() string {
 
 // grow adds addresses: to the lowest-numbered ENI with room, else on a new
 // ENI. short is the shortfall in addresses.
-func grow(s State, cfg Config, l Limits, t targets, st Stats, short int, now time.Time) (Decision, Cause) {
+func grow(s State, cfg Config, l Limits, t targets, st Stats, short int) (Decision, Cause) {
 	why := fmt.Sprintf("short of %s by %s (%s)", t, units(short, false), st)
 	if st.Total >= l.MaxPods {
 		return Decision{Action: Nothing, Reason: fmt.Sprintf("%s, but the node has addresses for its max pods (%d)", why, l.MaxPods)}, CauseMaxPods
@@ -205,7 +205,7 @@ func grow(s State, cfg Config, l Limits, t targets, st Stats, short int, now tim
 
 	if len(s.ENIs) >= l.ENIs {
 		if l.ENIs < l.TypeENIs {
-			return Decision{Action: Nothing, Reason: fmt.Sprintf("%s, but all ENIs are full and MAX_ENI=%d are attached", why, l.ENIs)}, CauseMaxENI
+			return Decision{Action: Nothing, Reason: fmt.Sprintf("%s, but the %d ENIs MAX_ENI=%d allows are attached and full", why, l.ENIs, l.ENIs)}, CauseMaxENI
 		}
 		if len(subnetFull) > 0 {
 			return Decision{Action: Nothing, Reason: fmt.Sprintf("%s, but subnet %s has no free addresses and every ENI the instance type allows (%d) is attached", why, subnetFull[0], l.TypeENIs)}, CauseSubnetFull
