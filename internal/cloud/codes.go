@@ -68,9 +68,14 @@ const (
 	// KindAttachmentNotFound: the attachment does not exist (any more).
 	KindAttachmentNotFound
 	// KindENIInUse: the ENI is attached (delete, or attach elsewhere).
+	// EC2 says it with InvalidNetworkInterface.InUse or, for a delete,
+	// InvalidParameterValue "... is currently in use."
 	KindENIInUse
 	// KindAddressInUse: an explicit address or prefix is taken.
 	KindAddressInUse
+	// KindDeviceIndexTaken: another ENI is attached at the device index
+	// asked for; try another.
+	KindDeviceIndexTaken
 	// KindInvalidRequest: EC2 refused the request's parameters
 	// (InvalidParameterValue, InvalidParameterCombination, unknown
 	// subnet, group, instance or instance type). Retrying the same
@@ -85,7 +90,8 @@ var kindNames = map[ErrorKind]string{
 	KindSubnetFull: "subnet-full", KindNoFreePrefix: "no-free-prefix", KindAddressLimit: "address-limit",
 	KindAttachmentLimit: "attachment-limit", KindENINotFound: "eni-not-found",
 	KindAttachmentNotFound: "attachment-not-found", KindENIInUse: "eni-in-use", KindAddressInUse: "address-in-use",
-	KindInvalidRequest: "invalid-request", KindUnauthorized: "unauthorized",
+	KindDeviceIndexTaken: "device-index-taken",
+	KindInvalidRequest:   "invalid-request", KindUnauthorized: "unauthorized",
 }
 
 // String names the kind in the form metrics and logs use (a label value).
@@ -132,7 +138,18 @@ func Classify(err error) ErrorKind {
 	if err == nil {
 		return KindNone
 	}
-	if k, ok := codeKinds[APIErrorCode(err)]; ok {
+	code := APIErrorCode(err)
+	if code == CodeInvalidParameterValue {
+		// EC2 says some conditions only in the message.
+		msg := strings.ToLower(err.Error())
+		switch {
+		case strings.Contains(msg, "device index"):
+			return KindDeviceIndexTaken
+		case strings.Contains(msg, "currently in use"):
+			return KindENIInUse
+		}
+	}
+	if k, ok := codeKinds[code]; ok {
 		return k
 	}
 	// An error document the SDK could not tie to a code, from a server
@@ -160,6 +177,4 @@ func APIErrorCode(err error) string {
 // is at the device index already. EC2 has no code of its own for it: it
 // answers InvalidParameterValue ("Instance 'i-...' already has an
 // interface attached at device index '1'.").
-func deviceIndexTaken(err error) bool {
-	return APIErrorCode(err) == CodeInvalidParameterValue && strings.Contains(strings.ToLower(err.Error()), "device index")
-}
+func deviceIndexTaken(err error) bool { return Classify(err) == KindDeviceIndexTaken }
