@@ -11,26 +11,26 @@ import (
 // product that knows them; callers ask Classify, or compare APIErrorCode
 // with these constants.
 const (
-	CodeAttachmentLimitExceeded   = "AttachmentLimitExceeded"
-	CodeENINotFound               = "InvalidNetworkInterfaceID.NotFound"
-	CodeENIMalformed              = "InvalidNetworkInterfaceID.Malformed"
-	CodeENIInUse                  = "InvalidNetworkInterface.InUse"
-	CodeAttachmentNotFound        = "InvalidAttachmentID.NotFound"
-	CodeInvalidParameterValue     = "InvalidParameterValue"
-	CodeInvalidParameterComb      = "InvalidParameterCombination"
-	CodeRequestLimitExceeded      = "RequestLimitExceeded"
-	CodeInsufficientCidrBlocks    = "InsufficientCidrBlocks"
-	CodeInsufficientFreeAddresses = "InsufficientFreeAddressesInSubnet"
-	CodeAddressLimitExceeded      = "PrivateIpAddressLimitExceeded"
-	CodeAddressInUse              = "InvalidIPAddress.InUse"
-	CodeInstanceNotFound          = "InvalidInstanceID.NotFound"
-	CodeSubnetNotFound            = "InvalidSubnetID.NotFound"
-	CodeGroupNotFound             = "InvalidGroup.NotFound"
-	CodeInvalidInstanceType       = "InvalidInstanceType"
-	CodeAuthFailure               = "AuthFailure"
-	CodeUnauthorizedOperation     = "UnauthorizedOperation"
-	CodeInternalError             = "InternalError"
-	CodeServiceUnavailable        = "Unavailable"
+	CodeAttachmentLimitExceeded     = "AttachmentLimitExceeded"
+	CodeENINotFound                 = "InvalidNetworkInterfaceID.NotFound"
+	CodeENIMalformed                = "InvalidNetworkInterfaceID.Malformed"
+	CodeENIInUse                    = "InvalidNetworkInterface.InUse"
+	CodeAttachmentNotFound          = "InvalidAttachmentID.NotFound"
+	CodeInvalidParameterValue       = "InvalidParameterValue"
+	CodeInvalidParameterCombination = "InvalidParameterCombination"
+	CodeRequestLimitExceeded        = "RequestLimitExceeded"
+	CodeInsufficientCidrBlocks      = "InsufficientCidrBlocks"
+	CodeInsufficientFreeAddresses   = "InsufficientFreeAddressesInSubnet"
+	CodeAddressLimitExceeded        = "PrivateIpAddressLimitExceeded"
+	CodeAddressInUse                = "InvalidIPAddress.InUse"
+	CodeInstanceNotFound            = "InvalidInstanceID.NotFound"
+	CodeSubnetNotFound              = "InvalidSubnetID.NotFound"
+	CodeGroupNotFound               = "InvalidGroup.NotFound"
+	CodeInvalidInstanceType         = "InvalidInstanceType"
+	CodeAuthFailure                 = "AuthFailure"
+	CodeUnauthorizedOperation       = "UnauthorizedOperation"
+	CodeInternalError               = "InternalError"
+	CodeUnavailable                 = "Unavailable"
 )
 
 // ErrorKind is what an EC2 failure means for a caller deciding what to do
@@ -106,29 +106,29 @@ func (k ErrorKind) String() string {
 // uses for throttling besides RequestLimitExceeded are not listed: EC2's
 // Query API answers RequestLimitExceeded for every bucket.
 var codeKinds = map[string]ErrorKind{
-	CodeRequestLimitExceeded:      KindThrottled,
-	CodeInternalError:             KindServerError,
-	"InternalFailure":             KindServerError,
-	CodeServiceUnavailable:        KindServerError,
-	"ServiceUnavailable":          KindServerError,
-	CodeInsufficientFreeAddresses: KindSubnetFull,
-	CodeInsufficientCidrBlocks:    KindNoFreePrefix,
-	CodeAddressLimitExceeded:      KindAddressLimit,
-	CodeAttachmentLimitExceeded:   KindAttachmentLimit,
-	CodeENINotFound:               KindENINotFound,
-	CodeAttachmentNotFound:        KindAttachmentNotFound,
-	CodeENIInUse:                  KindENIInUse,
-	CodeAddressInUse:              KindAddressInUse,
-	CodeInvalidParameterValue:     KindInvalidRequest,
-	CodeInvalidParameterComb:      KindInvalidRequest,
-	"MissingParameter":            KindInvalidRequest,
-	CodeENIMalformed:              KindInvalidRequest,
-	CodeInstanceNotFound:          KindInvalidRequest,
-	CodeSubnetNotFound:            KindInvalidRequest,
-	CodeGroupNotFound:             KindInvalidRequest,
-	CodeInvalidInstanceType:       KindInvalidRequest,
-	CodeAuthFailure:               KindUnauthorized,
-	CodeUnauthorizedOperation:     KindUnauthorized,
+	CodeRequestLimitExceeded:        KindThrottled,
+	CodeInternalError:               KindServerError,
+	"InternalFailure":               KindServerError,
+	CodeUnavailable:                 KindServerError,
+	"ServiceUnavailable":            KindServerError,
+	CodeInsufficientFreeAddresses:   KindSubnetFull,
+	CodeInsufficientCidrBlocks:      KindNoFreePrefix,
+	CodeAddressLimitExceeded:        KindAddressLimit,
+	CodeAttachmentLimitExceeded:     KindAttachmentLimit,
+	CodeENINotFound:                 KindENINotFound,
+	CodeAttachmentNotFound:          KindAttachmentNotFound,
+	CodeENIInUse:                    KindENIInUse,
+	CodeAddressInUse:                KindAddressInUse,
+	CodeInvalidParameterValue:       KindInvalidRequest,
+	CodeInvalidParameterCombination: KindInvalidRequest,
+	"MissingParameter":              KindInvalidRequest,
+	CodeENIMalformed:                KindInvalidRequest,
+	CodeInstanceNotFound:            KindInvalidRequest,
+	CodeSubnetNotFound:              KindInvalidRequest,
+	CodeGroupNotFound:               KindInvalidRequest,
+	CodeInvalidInstanceType:         KindInvalidRequest,
+	CodeAuthFailure:                 KindUnauthorized,
+	CodeUnauthorizedOperation:       KindUnauthorized,
 }
 
 // Classify says what an error from this package (or from the SDK's EC2
