@@ -120,22 +120,39 @@ func TestEC2ErrorKinds(t *testing.T) {
 // TestInstanceLimits reads the limits the pool is sized by, once per type.
 func TestInstanceLimits(t *testing.T) {
 	v := localvpctest.Up(t, tag, "--instances", "1")
-	c := newClient(v, cloud.AgentRetryPolicy)
+	c, sent := countingClient(v, cloud.AgentRetryPolicy)
 	ctx := ctxFor(t, time.Minute)
-	for _, want := range []cloud.InstanceLimits{
+	wants := []cloud.InstanceLimits{
 		{Type: "m5.large", ENIs: 3, IPv4PerENI: 10, IPv6PerENI: 10},
 		{Type: "m5.xlarge", ENIs: 4, IPv4PerENI: 15, IPv6PerENI: 15},
 		{Type: "t3.small", ENIs: 3, IPv4PerENI: 4, IPv6PerENI: 4},
-	} {
-		got, err := c.InstanceLimits(ctx, want.Type)
-		if err != nil {
-			t.Fatal(err)
+	}
+	// Many reconcilers asking at once for each type.
+	var wg sync.WaitGroup
+	got := make([][]cloud.InstanceLimits, len(wants))
+	errs := make([][]error, len(wants))
+	for i, want := range wants {
+		got[i], errs[i] = make([]cloud.InstanceLimits, 8), make([]error, 8)
+		for j := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got[i][j], errs[i][j] = c.InstanceLimits(ctx, want.Type)
+			}()
 		}
+	}
+	wg.Wait()
+	for i, want := range wants {
 		want.IPv6, want.Hypervisor, want.PrefixDelegation = true, "nitro", true
 		want.NetworkCards = []cloud.NetworkCard{{Index: 0, ENIs: want.ENIs}}
-		if fmt.Sprint(got) != fmt.Sprint(want) {
-			t.Errorf("limits of %s:\n got %+v\nwant %+v", want.Type, got, want)
+		for j := range got[i] {
+			if errs[i][j] != nil || fmt.Sprint(got[i][j]) != fmt.Sprint(want) {
+				t.Errorf("limits of %s:\n got %+v, %v\nwant %+v", want.Type, got[i][j], errs[i][j], want)
+			}
 		}
+	}
+	if n := sent.count("DescribeInstanceTypes"); n != len(wants) {
+		t.Errorf("%d DescribeInstanceTypes calls for %d types asked 8 times each; want one a type", n, len(wants))
 	}
 	_, err := c.InstanceLimits(ctx, "x9.huge")
 	if cloud.APIErrorCode(err) != cloud.CodeInvalidInstanceType || cloud.Classify(err) != cloud.KindInvalidRequest {

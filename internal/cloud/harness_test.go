@@ -1,16 +1,22 @@
 package cloud_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/vpcnet/vpcnet/internal/cloud"
@@ -133,6 +139,48 @@ func newClient(v *localvpctest.VPC, policy cloud.RetryPolicy) *cloud.Client {
 		Credentials:  credentials.NewStaticCredentialsProvider(v.AccessKeyID, v.SecretAccessKey, ""),
 		Retryer:      policy.NewRetryer,
 	})
+}
+
+// actionCounter is an HTTP client that counts the EC2 actions sent through
+// it: what the tests observe of the traffic, nothing changed.
+type actionCounter struct {
+	next aws.HTTPClient
+	mu   sync.Mutex
+	sent map[string]int
+}
+
+func (a *actionCounter) Do(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			return nil, err
+		}
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		if form, err := url.ParseQuery(string(body)); err == nil {
+			a.mu.Lock()
+			a.sent[form.Get("Action")]++
+			a.mu.Unlock()
+		}
+	}
+	return a.next.Do(req)
+}
+
+func (a *actionCounter) count(action string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sent[action]
+}
+
+// countingClient is newClient with its EC2 actions counted.
+func countingClient(v *localvpctest.VPC, policy cloud.RetryPolicy) (*cloud.Client, *actionCounter) {
+	counter := &actionCounter{next: awshttp.NewBuildableClient(), sent: map[string]int{}}
+	return cloud.New(aws.Config{
+		Region:       v.Region,
+		BaseEndpoint: aws.String(v.Endpoint),
+		Credentials:  credentials.NewStaticCredentialsProvider(v.AccessKeyID, v.SecretAccessKey, ""),
+		Retryer:      policy.NewRetryer,
+		HTTPClient:   counter,
+	}), counter
 }
 
 // eventually polls cond until it holds, failing the test with cond's last
