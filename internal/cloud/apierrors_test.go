@@ -83,3 +83,37 @@ func TestAPIErrorsWatch(t *testing.T) {
 		t.Errorf("after a throttled attempt: %v", got)
 	}
 }
+
+func TestAPIErrorsInContext(t *testing.T) {
+	throttled := &smithy.GenericAPIError{Code: "RequestLimitExceeded", Message: "slow down"}
+	internal := &smithy.GenericAPIError{Code: "InternalError", Message: "oops"}
+	if APIErrorsFrom(context.Background()) != nil {
+		t.Fatal("a bare context carries a record")
+	}
+	APIErrorsFrom(context.Background()).Note(throttled) // no record: nothing happens
+
+	ctx, outer := WithAPIErrors(context.Background())
+	if APIErrorsFrom(ctx) != outer {
+		t.Fatal("the context does not carry its record")
+	}
+	stepCtx, step := WithAPIErrors(ctx)
+	APIErrorsFrom(stepCtx).Note(throttled)
+	APIErrorsFrom(stepCtx).Note(errors.New("connection reset"))
+	// A sibling step's failures are its own.
+	otherCtx, other := WithAPIErrors(ctx)
+	APIErrorsFrom(otherCtx).Note(internal)
+
+	if got := step.Explain(context.DeadlineExceeded); !strings.Contains(got.Error(), "RequestLimitExceeded: slow down") {
+		t.Errorf("step: %v", got)
+	}
+	if got := other.Explain(context.DeadlineExceeded); !strings.Contains(got.Error(), "InternalError: oops") {
+		t.Errorf("sibling step: %v", got)
+	}
+	if step.Failures() != 2 || other.Failures() != 1 {
+		t.Errorf("failures: step %d, sibling %d; want 2 and 1", step.Failures(), other.Failures())
+	}
+	// The enclosing work saw all three, the last an InternalError.
+	if outer.Failures() != 3 || outer.Last().ErrorCode() != "InternalError" {
+		t.Errorf("outer: %d failures, last %v; want 3, InternalError", outer.Failures(), outer.Last())
+	}
+}

@@ -2,7 +2,6 @@ package cloud_test
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
@@ -14,16 +13,11 @@ import (
 	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
-func TestMain(m *testing.M) {
-	localvpctest.CleanLeftovers("cloud")
-	os.Exit(m.Run())
-}
-
 // TestENILifecycle drives the EC2 calls the task launcher makes, through
 // the real SDK against a local VPC, and checks what EC2 and the instance
 // see at each step.
 func TestENILifecycle(t *testing.T) {
-	v := localvpctest.Up(t, "cloud", "--instances", "1", "--instance-type", "t3.medium")
+	v := localvpctest.Up(t, tag, "--instances", "1", "--instance-type", "t3.medium")
 	c := cloud.New(aws.Config{
 		Region:       v.Region,
 		BaseEndpoint: aws.String(v.Endpoint),
