@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/logging"
 	"github.com/vpcnet/vpcnet/internal/version"
 )
 
@@ -22,7 +22,7 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 func main() {
-	logger, closeLog := cni.NewLogger("vpcnet")
+	logger, closeLog := logging.New("vpcnet")
 	slog.SetDefault(logger)
 	err := rootCommand().Execute()
 	closeLog()

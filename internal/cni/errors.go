@@ -1,7 +1,8 @@
 // Package cni is the plumbing every vpcnet CNI plugin shares: the spec
 // versions we speak, errors with the spec's codes and a message naming the
-// field at fault, config decoding, logging that never touches stdout, GC
-// attachment lists, and the test hook that stops a plugin at a named step.
+// field at fault, config decoding, GC attachment lists, and the main
+// function of a plugin binary. Only plugins import it; logging and the
+// crash-test hook live in internal/logging and internal/crashpoint.
 package cni
 
 import (

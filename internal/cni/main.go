@@ -10,6 +10,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	cniversion "github.com/containernetworking/cni/pkg/version"
 
+	"github.com/vpcnet/vpcnet/internal/logging"
 	"github.com/vpcnet/vpcnet/internal/version"
 )
 
@@ -22,7 +23,7 @@ var SpecVersions = cniversion.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0",
 // of each plugin's main function.
 func Main(name string, funcs skel.CNIFuncs) {
 	version.HandleFlag()
-	logger, closeLog := NewLogger(name)
+	logger, closeLog := logging.New(name)
 	slog.SetDefault(logger)
 	if os.Getenv("CNI_COMMAND") != "" && os.Getenv("CNI_COMMAND") != "VERSION" {
 		if err := nameNamelessConfig(); err != nil {

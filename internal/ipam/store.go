@@ -13,7 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
-	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/crashpoint"
 )
 
 // The store is one bbolt file:
@@ -190,7 +190,7 @@ func (s *Store) Allocate(p Pool, o Owner, want []netip.Addr) (Allocation, error)
 				return err
 			}
 		}
-		cni.Step("ipam-add-written")
+		crashpoint.At("ipam-add-written")
 		return nil
 	})
 	return out, err
@@ -287,7 +287,7 @@ func (s *Store) Release(network string, o Owner) (released Allocation, found boo
 		}
 		released, found, err = release(tx, nb, network, o.key())
 		if err == nil && found {
-			cni.Step("ipam-del-written")
+			crashpoint.At("ipam-del-written")
 		}
 		return err
 	})
@@ -369,7 +369,7 @@ func (s *Store) GC(network string, keep func(Owner) bool) ([]Allocation, error) 
 			gone = append(gone, a)
 		}
 		if len(gone) > 0 {
-			cni.Step("ipam-gc-written")
+			crashpoint.At("ipam-gc-written")
 		}
 		return nil
 	})

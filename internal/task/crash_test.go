@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/crashpoint"
 )
 
 // TestCrashAtEveryStep kills a foreground `task run` with SIGKILL at each
@@ -33,7 +33,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 	}
 
 	stepLog := filepath.Join(t.TempDir(), "steps")
-	if out, err := run(cni.EnvStepLog + "=" + stepLog); err != nil {
+	if out, err := run(crashpoint.EnvStepLog + "=" + stepLog); err != nil {
 		t.Fatalf("run with the step log: %v\n%s", err, out)
 	}
 	data, err := os.ReadFile(stepLog)
@@ -64,7 +64,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 
 	for _, step := range steps {
 		t.Run(step, func(t *testing.T) {
-			out, err := run(cni.EnvKillAt + "=" + step)
+			out, err := run(crashpoint.EnvKillAt + "=" + step)
 			status := exitStatus(err)
 			if strings.HasPrefix(step, "task/") {
 				if status != 128+int(syscall.SIGKILL) {

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/vpcnet/vpcnet/internal/cloud"
-	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/crashpoint"
 	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
@@ -70,7 +70,7 @@ func NewID() string {
 // step runs one named step: it reports progress, records the timing and
 // marks the point for crash tests.
 func (l *Launcher) step(r *Record, name string, fn func() (string, error)) error {
-	cni.Step("task/" + name)
+	crashpoint.At("task/" + name)
 	l.APIErrors.Reset()
 	start := time.Now()
 	detail, err := fn()

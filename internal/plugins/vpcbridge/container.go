@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/crashpoint"
 )
 
 // The container side: the veth end called containerIfName (by default
@@ -37,7 +38,7 @@ func configureContainer(ifName string, p *containerPlan) (netlink.Link, error) {
 			return nil, cni.Wrap(cni.CodeInternal, err, "add address %s to %s", addr.IPNet, ifName)
 		}
 	}
-	cni.Step(stepAddress)
+	crashpoint.At(stepAddress)
 	if err := netlink.LinkSetUp(link); err != nil {
 		return nil, cni.Wrap(cni.CodeInternal, err, "bring %s up", ifName)
 	}
@@ -49,7 +50,7 @@ func configureContainer(ifName string, p *containerPlan) (netlink.Link, error) {
 			return nil, cni.Wrap(cni.CodeInternal, err, "add route %s to %s", describeRoute(r), ifName)
 		}
 	}
-	cni.Step(stepRoutes)
+	crashpoint.At(stepRoutes)
 	// Re-read the link: the result reports its MAC as the kernel has it.
 	return netlink.LinkByIndex(link.Attrs().Index)
 }

@@ -24,8 +24,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 
-	"github.com/vpcnet/vpcnet/internal/cni"
 	"github.com/vpcnet/vpcnet/internal/ipam"
+	"github.com/vpcnet/vpcnet/internal/logging"
 	"github.com/vpcnet/vpcnet/internal/netops"
 	"github.com/vpcnet/vpcnet/internal/testenv"
 )
@@ -39,7 +39,7 @@ const tag = "bridge"
 func TestMain(m *testing.M) {
 	testenv.CleanLeftovers(tag)
 	// The verbs run in-process log through the default logger.
-	slog.SetDefault(cni.Discard)
+	slog.SetDefault(logging.Discard)
 	os.Exit(m.Run())
 }
 

@@ -31,10 +31,11 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/crashpoint"
 	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
-// Steps of ADD after which a crash leaves partial state (see cni.Step).
+// Steps of ADD after which a crash leaves partial state (see crashpoint.At).
 // They carry the plugin's name so that a test killing vpc-bridge at a step
 // never kills the IPAM plugin it runs, which inherits the environment.
 const (
@@ -112,31 +113,31 @@ func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	cni.Step(stepBridge)
+	crashpoint.At(stepBridge)
 
 	// A retried ADD (after a timeout or crash) starts over on a clean slate;
 	// the IPAM plugin gives the attachment the same address again.
 	if err := removeAttachmentVeth(a); err != nil {
 		return nil, err
 	}
-	cni.Step(stepStale)
+	crashpoint.At(stepStale)
 
 	veth, err := createVeth(conf, a, netns, ctrIfName)
 	if err != nil {
 		return nil, err
 	}
 	undo.add(func() { _ = deleteLink(veth) })
-	cni.Step(stepVeth)
+	crashpoint.At(stepVeth)
 
 	if err := labelVeth(veth, a, netns, ctrIfName); err != nil {
 		return nil, err
 	}
-	cni.Step(stepLabelled)
+	crashpoint.At(stepLabelled)
 
 	if err := attach(veth, br); err != nil {
 		return nil, err
 	}
-	cni.Step(stepAttached)
+	crashpoint.At(stepAttached)
 
 	allocated, err := ipam.add(ctx)
 	if err != nil {
@@ -147,7 +148,7 @@ func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 			log.Error("cannot release the address of a failed ADD", "err", err)
 		}
 	})
-	cni.Step(stepIPAM)
+	crashpoint.At(stepIPAM)
 
 	plan, err := planContainer(conf.IPAM.Type, allocated)
 	if err != nil {
@@ -156,7 +157,7 @@ func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 	if err := addGateways(br, plan); err != nil {
 		return nil, err
 	}
-	cni.Step(stepGateway)
+	crashpoint.At(stepGateway)
 
 	ctrLink, err := configureContainerIn(netns, ctrIfName, plan)
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/crashpoint"
 	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
@@ -116,7 +116,7 @@ func TestCrashAtEachStep(t *testing.T) {
 
 	warm := call{netns: testenv.NewNS(t, tag).Path(), containerID: "warm", ifName: "eth1", conf: conf, path: path}
 	stepLog := filepath.Join(t.TempDir(), "steps")
-	if _, err := h.exec("ADD", warm, cni.EnvStepLog+"="+stepLog); err != nil {
+	if _, err := h.exec("ADD", warm, crashpoint.EnvStepLog+"="+stepLog); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.exec("DEL", warm); err != nil {
@@ -176,9 +176,9 @@ func TestCrashAtEachStep(t *testing.T) {
 				c := call{netns: ctr.Path(), containerID: "crash", ifName: "eth1", conf: conf, path: path}
 				hostBefore, ctrBefore := snapshot(t, h.ns), snapshot(t, ctr)
 
-				_, err := h.exec("ADD", c, cni.EnvKillAt+"="+step)
+				_, err := h.exec("ADD", c, crashpoint.EnvKillAt+"="+step)
 				if !killed(err) {
-					t.Fatalf("ADD with %s=%q: want it killed, got %v", cni.EnvKillAt, step, err)
+					t.Fatalf("ADD with %s=%q: want it killed, got %v", crashpoint.EnvKillAt, step, err)
 				}
 				r.repair(t, c)
 

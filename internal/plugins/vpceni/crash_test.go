@@ -11,14 +11,14 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/crashpoint"
 )
 
 // stepsOf runs c with the step log on and returns the steps it reached.
 func stepsOf(t *testing.T, bin binary, w *world, c call) (outcome, []string) {
 	t.Helper()
 	log := filepath.Join(t.TempDir(), "steps")
-	c.env = append(c.env, cni.EnvStepLog+"="+log)
+	c.env = append(c.env, crashpoint.EnvStepLog+"="+log)
 	o := bin.run(t, w, c)
 	data, err := os.ReadFile(log)
 	if err != nil {
@@ -28,7 +28,7 @@ func stepsOf(t *testing.T, bin binary, w *world, c call) (outcome, []string) {
 }
 
 func killedAt(c call, step string) call {
-	c.env = append(slices.Clone(c.env), cni.EnvKillAt+"="+step)
+	c.env = append(slices.Clone(c.env), crashpoint.EnvKillAt+"="+step)
 	return c
 }
 

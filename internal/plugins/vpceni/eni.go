@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/crashpoint"
 	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
@@ -19,7 +20,7 @@ import (
 // between the host and the container, configuring and reading it. The host
 // namespace is always the one the plugin runs in.
 
-// Steps of ADD, in order, for the crash tests (cni.Step). Each marks a
+// Steps of ADD, in order, for the crash tests (crashpoint.At). Each marks a
 // point after which a crash leaves the ENI part way.
 const (
 	stepFound      = "found"
@@ -139,7 +140,7 @@ func configure(conf *netConf, ifName string) error {
 	} else if err != nil {
 		return err
 	}
-	cni.Step(stepRenamed)
+	crashpoint.At(stepRenamed)
 	if conf.StayDown {
 		if err := netlink.LinkSetDown(link); err != nil {
 			return fmt.Errorf("failed to set %s down: %w", ifName, err)
@@ -151,11 +152,11 @@ func configure(conf *netConf, ifName string) error {
 			return fmt.Errorf("failed to set the MTU of %s to %d: %w", ifName, conf.MTU, err)
 		}
 	}
-	cni.Step(stepMTU)
+	crashpoint.At(stepMTU)
 	if err := netops.SetAddresses(link, ipNets(conf.Addresses)); err != nil {
 		return err
 	}
-	cni.Step(stepAddresses)
+	crashpoint.At(stepAddresses)
 	// Blackholes go in before the link comes up, so that no packet can
 	// reach the metadata service in between.
 	if conf.BlockInstanceMetadata {
@@ -166,18 +167,18 @@ func configure(conf *netConf, ifName string) error {
 			}
 		}
 	}
-	cni.Step(stepBlackholes)
+	crashpoint.At(stepBlackholes)
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("failed to set %s up: %w", ifName, err)
 	}
-	cni.Step(stepUp)
+	crashpoint.At(stepUp)
 	// Routes last: the kernel takes a gateway only on a link that is up.
 	for _, gw := range conf.Gateways {
 		if err := netops.AddDefaultRoute(link, ipOf(gw)); err != nil {
 			return err
 		}
 	}
-	cni.Step(stepRoutes)
+	crashpoint.At(stepRoutes)
 	return nil
 }
 
@@ -214,7 +215,7 @@ func detach(mac net.HardwareAddr, host, ctr ns.NetNS, blockedIMDS bool) error {
 			errs = append(errs, err)
 		}
 	}
-	cni.Step(stepReturned)
+	crashpoint.At(stepReturned)
 	if err := restoreHost(mac); err != nil {
 		errs = append(errs, err)
 	}
@@ -246,7 +247,7 @@ func leaveContainer(mac net.HardwareAddr, host ns.NetNS, blockedIMDS bool) error
 	if err := netlink.LinkSetDown(link); err != nil {
 		return fmt.Errorf("failed to set %s down: %w", name, err)
 	}
-	cni.Step(stepReleased)
+	crashpoint.At(stepReleased)
 	hostName, err := freeHostName(host, link)
 	if err != nil {
 		return err

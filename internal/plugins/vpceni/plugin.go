@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/crashpoint"
 	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
@@ -91,7 +92,7 @@ func attach(conf *netConf, args *skel.CmdArgs, host, ctr ns.NetNS, log *slog.Log
 	} else {
 		log.Info("found the ENI already in the container: finishing an earlier ADD", "name", link.Attrs().Name)
 	}
-	cni.Step(stepFound)
+	crashpoint.At(stepFound)
 
 	err = plugIn(conf, args.IfName, link, inHost, ctr)
 	if err == nil {
@@ -112,11 +113,11 @@ func plugIn(conf *netConf, ifName string, link netlink.Link, inHost bool, ctr ns
 		if err := recordHost(link); err != nil {
 			return err
 		}
-		cni.Step(stepRecorded)
+		crashpoint.At(stepRecorded)
 		if err := moveIn(link, ctr); err != nil {
 			return err
 		}
-		cni.Step(stepMoved)
+		crashpoint.At(stepMoved)
 	}
 	return ctr.Do(func(ns.NetNS) error { return configure(conf, ifName) })
 }

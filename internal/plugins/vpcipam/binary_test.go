@@ -19,6 +19,7 @@ import (
 	cniversion "github.com/containernetworking/cni/pkg/version"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/crashpoint"
 	"github.com/vpcnet/vpcnet/internal/ipam"
 	"github.com/vpcnet/vpcnet/internal/testenv"
 )
@@ -285,7 +286,7 @@ func TestBinaryCrashSafety(t *testing.T) {
 
 	steps := func(command string) []string {
 		log := filepath.Join(t.TempDir(), "steps")
-		mustRun(t, invocation{command: command, containerID: "victim", stdin: b, env: []string{cni.EnvStepLog + "=" + log}})
+		mustRun(t, invocation{command: command, containerID: "victim", stdin: b, env: []string{crashpoint.EnvStepLog + "=" + log}})
 		data, err := os.ReadFile(log)
 		if err != nil {
 			t.Fatalf("%s logged no steps: %v", command, err)
@@ -308,7 +309,7 @@ func TestBinaryCrashSafety(t *testing.T) {
 	for i, step := range addSteps {
 		for name, recovery := range recoveries {
 			t.Run(fmt.Sprintf("ADD killed at %d %s, then %s", i+1, step, name), func(t *testing.T) {
-				o := run(t, invocation{command: "ADD", containerID: "victim", stdin: b, env: []string{cni.EnvKillAt + "=" + fmt.Sprint(i+1)}})
+				o := run(t, invocation{command: "ADD", containerID: "victim", stdin: b, env: []string{crashpoint.EnvKillAt + "=" + fmt.Sprint(i+1)}})
 				if !o.killed {
 					t.Fatalf("ADD was not killed at step %d: err %v stdout %s", i+1, o.err, o.stdout)
 				}
@@ -325,7 +326,7 @@ func TestBinaryCrashSafety(t *testing.T) {
 	for i, step := range delSteps {
 		t.Run(fmt.Sprintf("DEL killed at %d %s, then DEL", i+1, step), func(t *testing.T) {
 			mustRun(t, invocation{command: "ADD", containerID: "victim", stdin: b})
-			o := run(t, invocation{command: "DEL", containerID: "victim", stdin: b, env: []string{cni.EnvKillAt + "=" + fmt.Sprint(i+1)}})
+			o := run(t, invocation{command: "DEL", containerID: "victim", stdin: b, env: []string{crashpoint.EnvKillAt + "=" + fmt.Sprint(i+1)}})
 			if !o.killed {
 				t.Fatalf("DEL was not killed at step %d", i+1)
 			}

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vpcnet/vpcnet/internal/cni"
 	"github.com/vpcnet/vpcnet/internal/ipam"
+	"github.com/vpcnet/vpcnet/internal/logging"
 	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
@@ -20,7 +20,7 @@ const testTag = "ipam"
 func TestMain(m *testing.M) {
 	testenv.CleanLeftovers(testTag)
 	// The verbs log every allocation; in-process that is only noise.
-	slog.SetDefault(cni.Discard)
+	slog.SetDefault(logging.Discard)
 	os.Exit(m.Run())
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/crashpoint"
 	"github.com/vpcnet/vpcnet/internal/ipam"
 )
 
@@ -42,7 +43,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return allocateError(err, conf.Pool.Network, reqs)
 	}
-	cni.Step("ipam-add-committed")
+	crashpoint.At("ipam-add-committed")
 	slog.Info("allocated", "network", conf.Pool.Network, "owner", alloc.Owner.String(), "ips", ipList(alloc))
 	return types.PrintResult(Result(alloc, conf.Routes), conf.CNIVersion)
 }
@@ -67,7 +68,7 @@ func cmdDel(args *skel.CmdArgs) error {
 		return cni.Wrap(cni.CodeIOFailure, err, "release the addresses of %s in network %q", args.ContainerID, conf.Pool.Network)
 	}
 	if found {
-		cni.Step("ipam-del-committed")
+		crashpoint.At("ipam-del-committed")
 		slog.Info("released", "network", alloc.Network, "owner", alloc.Owner.String(), "ips", ipList(alloc))
 	}
 	return nil
@@ -126,7 +127,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		return cni.Wrap(cni.CodeIOFailure, err, "collect garbage in network %q", conf.Pool.Network)
 	}
 	if len(gone) > 0 {
-		cni.Step("ipam-gc-committed")
+		crashpoint.At("ipam-gc-committed")
 	}
 	for _, a := range gone {
 		slog.Info("released by GC", "network", conf.Pool.Network, "owner", a.Owner.String(), "ips", ipList(a))
@@ -167,7 +168,7 @@ func openStore(conf *Config) (*ipam.Store, error) {
 	if err != nil {
 		return nil, cni.Errorf(cni.CodeIOFailure, "%v", err)
 	}
-	cni.Step("ipam-store-opened")
+	crashpoint.At("ipam-store-opened")
 	return store, nil
 }
 

@@ -1,4 +1,8 @@
-package cni
+// Package logging builds the logger of every vpcnet process. A plugin's
+// stdout is its CNI result and a command's stdout its output, so logs go to
+// a file (VPCNET_LOG_FILE, JSON lines) and, from warning level up, to stderr;
+// never to stdout.
+package logging
 
 import (
 	"context"
@@ -9,17 +13,16 @@ import (
 	"strings"
 )
 
-// Environment variables that steer logging. Stdout is the CNI result, so logs
-// go to a file (JSON lines) and, from warning level up, to stderr.
+// Environment variables that steer logging.
 const (
 	EnvLogFile  = "VPCNET_LOG_FILE"
 	EnvLogLevel = "VPCNET_LOG_LEVEL" // debug, info (default), warn, error
 )
 
-// NewLogger builds the logger of a vpcnet process. component names the
+// New builds the logger of a vpcnet process. component names the
 // binary ("vpc-eni"). The returned close function flushes and closes the log
 // file.
-func NewLogger(component string) (*slog.Logger, func()) {
+func New(component string) (*slog.Logger, func()) {
 	level := parseLevel(os.Getenv(EnvLogLevel))
 	handlers := []slog.Handler{
 		slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}),

@@ -1,4 +1,9 @@
-package cni
+// Package crashpoint lets crash-safety tests stop a process at a named
+// point of its work. A test learns the points a run passes by setting
+// EnvStepLog, then SIGKILLs the process at each one with EnvKillAt and checks
+// that whatever cleans up (a CNI DEL or GC, the task launcher's GC) leaves the
+// host as it was. Without either variable set, At does nothing.
+package crashpoint
 
 import (
 	"fmt"
@@ -8,9 +13,7 @@ import (
 	"syscall"
 )
 
-// Test hooks. A crash-safety test learns the steps of a verb by running it
-// with EnvStepLog set, then kills the plugin at each one with EnvKillAt and
-// checks that DEL (or GC) leaves the host as it was before the ADD.
+// The variables a test sets.
 const (
 	// EnvStepLog names a file to which each step reached is appended.
 	EnvStepLog = "VPCNET_TEST_STEP_LOG"
@@ -21,9 +24,9 @@ const (
 
 var stepCount atomic.Int64
 
-// Step marks a point in a verb after which a crash leaves partial state.
-// It does nothing unless a test hook variable is set.
-func Step(name string) {
+// At marks a point after which a crash leaves partial state. It does
+// nothing unless a test set one of the variables above.
+func At(name string) {
 	logPath, killAt := os.Getenv(EnvStepLog), os.Getenv(EnvKillAt)
 	if logPath == "" && killAt == "" {
 		return
