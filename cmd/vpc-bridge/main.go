@@ -9,5 +9,5 @@ import (
 )
 
 func main() {
-	cni.Main("vpc-bridge", vpcbridge.Funcs())
+	cni.Main("vpc-bridge", vpcbridge.Verbs)
 }

@@ -8,5 +8,5 @@ import (
 )
 
 func main() {
-	cni.Main("vpc-eni", vpceni.Funcs())
+	cni.Main("vpc-eni", vpceni.Verbs)
 }

@@ -7,4 +7,4 @@ import (
 	"github.com/vpcnet/vpcnet/internal/plugins/vpcipam"
 )
 
-func main() { cni.Main("vpc-ipam", vpcipam.Funcs()) }
+func main() { cni.Main("vpc-ipam", vpcipam.Verbs) }

@@ -6,7 +6,6 @@
 package cni
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -61,27 +60,4 @@ func Wrap(code uint, err error, doing string, args ...any) error {
 		return e
 	}
 	return types.NewError(code, fmt.Sprintf("failed to %s: %v", fmt.Sprintf(doing, args...), err), "")
-}
-
-// DecodeConfig unmarshals a network config into v. Malformed JSON is a
-// decoding failure (code 6); a value of the wrong type is an invalid config
-// (code 7) that names the field.
-func DecodeConfig(data []byte, v any) error {
-	err := json.Unmarshal(data, v)
-	if err == nil {
-		return nil
-	}
-	var typeErr *json.UnmarshalTypeError
-	if errors.As(err, &typeErr) {
-		field := typeErr.Field
-		if field == "" {
-			field = "(top level)"
-		}
-		return FieldError(field, "expected %s, got JSON %s", typeErr.Type, typeErr.Value)
-	}
-	var fe *types.Error
-	if errors.As(err, &fe) {
-		return fe
-	}
-	return types.NewError(CodeDecodingFailure, fmt.Sprintf("failed to decode network config: %v", err), "")
 }

@@ -1,9 +1,6 @@
 package cni
 
-import (
-	"encoding/json"
-	"fmt"
-)
+import "fmt"
 
 // Attachment identifies one ADD: the container and the interface in it.
 // Together with the network name it is the key of everything a plugin keeps.
@@ -20,8 +17,8 @@ func ValidAttachments(stdin []byte) (map[Attachment]bool, error) {
 		Valid []Attachment `json:"cni.dev/valid-attachments"`
 		Old   []Attachment `json:"cni.dev/attachments"`
 	}
-	if err := json.Unmarshal(stdin, &conf); err != nil {
-		return nil, FieldError("cni.dev/valid-attachments", "%v", err)
+	if err := DecodeConfig(stdin, &conf); err != nil {
+		return nil, err
 	}
 	keep := make(map[Attachment]bool, len(conf.Valid)+len(conf.Old))
 	for _, list := range [][]Attachment{conf.Valid, conf.Old} {

@@ -15,6 +15,8 @@ func TestWithDefaultName(t *testing.T) {
 		{`{"type":"vpc-eni","name":"tasks"}`, ""},
 		{`{"name":""}`, ""},
 		{`not json`, ""},
+		// A key given twice survives, for the decoder to refuse.
+		{`{"type":"ecs-eni","mac":"a","mac":"b"}`, "ecs-eni"},
 	} {
 		out, changed := WithDefaultName([]byte(tc.in))
 		if changed != (tc.wantName != "") {
@@ -31,5 +33,14 @@ func TestWithDefaultName(t *testing.T) {
 		if got.Name != tc.wantName {
 			t.Errorf("%s: name = %q, want %q", tc.in, got.Name, tc.wantName)
 		}
+		if dup, _ := duplicateKey([]byte(tc.in)); dup != "" {
+			if again, _ := duplicateKey(out); again != dup {
+				t.Errorf("%s: the duplicate %q is gone from %s", tc.in, dup, out)
+			}
+		}
+	}
+	// An empty name is not replaced when that would hide a duplicate.
+	if out, changed := WithDefaultName([]byte(`{"type":"ecs-eni","name":"","mac":"a","mac":"b"}`)); changed {
+		t.Errorf("rewrote a config with a duplicate key: %s", out)
 	}
 }

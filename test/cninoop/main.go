@@ -5,34 +5,31 @@
 package main
 
 import (
+	"context"
+
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	cniversion "github.com/containernetworking/cni/pkg/version"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
 )
 
 func main() {
-	ok := func(*skel.CmdArgs) error { return nil }
-	cni.Main("cninoop", skel.CNIFuncs{Add: add, Del: ok, Check: ok, GC: ok, Status: ok})
+	ok := func(context.Context, *skel.CmdArgs) error { return nil }
+	cni.Main("cninoop", cni.Verbs{Add: add, Del: ok, Check: ok, GC: ok, Status: ok})
 }
 
-func add(args *skel.CmdArgs) error {
+func add(_ context.Context, args *skel.CmdArgs) (types.Result, error) {
 	var nc types.PluginConf
 	if err := cni.DecodeConfig(args.StdinData, &nc); err != nil {
-		return err
+		return nil, err
 	}
-	if err := cniversion.ParsePrevResult(&nc); err != nil {
-		return cni.Errorf(cni.CodeDecodingFailure, "failed to parse prevResult: %v", err)
+	res, err := cni.PrevResult(&nc, false)
+	if err != nil {
+		return nil, err
 	}
-	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
-	if nc.PrevResult != nil {
-		r, err := current.NewResultFromResult(nc.PrevResult)
-		if err != nil {
-			return cni.Errorf(cni.CodeDecodingFailure, "failed to convert prevResult: %v", err)
-		}
-		res = r
+	if res == nil {
+		res = &current.Result{CNIVersion: current.ImplementedSpecVersion}
 	}
-	return types.PrintResult(res, nc.CNIVersion)
+	return cni.AsVersion(res, nc.CNIVersion)
 }

@@ -1,12 +1,8 @@
 package vpcbridge
 
 import (
-	"slices"
-
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
-	current "github.com/containernetworking/cni/pkg/types/100"
-	cniversion "github.com/containernetworking/cni/pkg/version"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
 	"github.com/vpcnet/vpcnet/internal/netops"
@@ -16,10 +12,10 @@ import (
 // (the ECS agent writes "mtu": 0).
 const DefaultMTU = 1500
 
-// NetConf is vpc-bridge's network configuration. Our field names and the
+// Config is vpc-bridge's network configuration. Our field names and the
 // ECS agent's ecs-bridge config coincide ("bridge", "mtu", "ipam"), so one
 // struct reads both; the ipam section is passed whole to the IPAM plugin.
-type NetConf struct {
+type Config struct {
 	types.NetConf
 
 	// Bridge is the name of the bridge in the host namespace.
@@ -48,28 +44,25 @@ type NetConf struct {
 // unsupportedTrue explains each field that is accepted only as false.
 var unsupportedTrue = []struct {
 	field  string
-	set    func(*NetConf) bool
+	set    func(*Config) bool
 	reason string
 }{
-	{"isDefaultGateway", func(c *NetConf) bool { return c.IsDefaultGateway },
+	{"isDefaultGateway", func(c *Config) bool { return c.IsDefaultGateway },
 		"vpc-bridge never routes a default through the bridge; containers only reach the configured endpoints"},
-	{"forceAddress", func(c *NetConf) bool { return c.ForceAddress },
+	{"forceAddress", func(c *Config) bool { return c.ForceAddress },
 		"vpc-bridge adds the gateway next to the bridge's other addresses and never replaces them"},
-	{"ipMasq", func(c *NetConf) bool { return c.IPMasq },
+	{"ipMasq", func(c *Config) bool { return c.IPMasq },
 		"vpc-bridge does not masquerade; the endpoints are on the host"},
-	{"hairpinMode", func(c *NetConf) bool { return c.HairpinMode },
+	{"hairpinMode", func(c *Config) bool { return c.HairpinMode },
 		"bridge ports are isolated so that containers cannot reach each other"},
 }
 
 // decodeConfig reads and validates the config on stdin, for every verb.
-// Malformed JSON is code 6, a bad field code 7 naming it, an unsupported
-// cniVersion code 1.
-func decodeConfig(stdin []byte) (*NetConf, error) {
-	var conf NetConf
+// Malformed JSON is code 6, a bad field or a key given twice code 7 naming
+// it, an unsupported cniVersion code 1.
+func decodeConfig(stdin []byte) (*Config, error) {
+	var conf Config
 	if err := cni.DecodeConfig(stdin, &conf); err != nil {
-		return nil, err
-	}
-	if err := checkVersion(conf.CNIVersion); err != nil {
 		return nil, err
 	}
 	if conf.Bridge == "" {
@@ -97,23 +90,10 @@ func decodeConfig(stdin []byte) (*NetConf, error) {
 	return &conf, nil
 }
 
-// checkVersion refuses a cniVersion we do not speak. skel checks it too,
-// but in-process callers and the message naming the field come from here.
-func checkVersion(v string) error {
-	supported := cni.SpecVersions.SupportedVersions()
-	if v == "" {
-		return cni.Errorf(cni.CodeIncompatibleVersion, "invalid config: field \"cniVersion\": missing; supported: %v", supported)
-	}
-	if !slices.Contains(supported, v) {
-		return cni.Errorf(cni.CodeIncompatibleVersion, "invalid config: field \"cniVersion\": %q is not supported; supported: %v", v, supported)
-	}
-	return nil
-}
-
 // requireIPAM is for the verbs that cannot work without an address: ADD and
 // CHECK. DEL, GC and STATUS skip the IPAM plugin when there is none (the
 // ECS agent sends "ipam": {} on DEL and releases the address itself).
-func requireIPAM(conf *NetConf) error {
+func requireIPAM(conf *Config) error {
 	if conf.IPAM.Type == "" {
 		return cni.FieldError("ipam.type", "missing: name the IPAM plugin, e.g. \"vpc-ipam\"")
 	}
@@ -122,29 +102,9 @@ func requireIPAM(conf *NetConf) error {
 
 // containerIfName is the name of the container side of the veth: the
 // config's containerIfName, else CNI_IFNAME.
-func (c *NetConf) containerIfName(args *skel.CmdArgs) string {
+func (c *Config) containerIfName(args *skel.CmdArgs) string {
 	if c.ContainerIfName != "" {
 		return c.ContainerIfName
 	}
 	return args.IfName
-}
-
-// prevResult returns the config's prevResult as a current result, or nil
-// when there is none. ADD has one when vpc-bridge follows another plugin in
-// a chain; CHECK always has one (required).
-func prevResult(conf *NetConf, required bool) (*current.Result, error) {
-	if conf.RawPrevResult == nil {
-		if required {
-			return nil, cni.FieldError("prevResult", "missing: CHECK needs the result of the ADD")
-		}
-		return nil, nil
-	}
-	if err := cniversion.ParsePrevResult(&conf.NetConf); err != nil {
-		return nil, cni.FieldError("prevResult", "%v", err)
-	}
-	prev, err := current.NewResultFromResult(conf.PrevResult)
-	if err != nil {
-		return nil, cni.FieldError("prevResult", "%v", err)
-	}
-	return prev, nil
 }

@@ -119,10 +119,10 @@ func TestParsePrevResult(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := prevResult(conf, true); !isCode(err, cni.CodeInvalidConfig) || !strings.Contains(err.Error(), `"prevResult"`) {
+	if _, err := cni.PrevResult(&conf.NetConf, true); !isCode(err, cni.CodeInvalidConfig) || !strings.Contains(err.Error(), `"prevResult"`) {
 		t.Errorf("CHECK without prevResult: %v", err)
 	}
-	if prev, err := prevResult(conf, false); prev != nil || err != nil {
+	if prev, err := cni.PrevResult(&conf.NetConf, false); prev != nil || err != nil {
 		t.Errorf("ADD without prevResult: %v, %v; want none and no error", prev, err)
 	}
 	// A 0.3.0 prevResult (the ECS agent's version) is read, its interface
@@ -133,7 +133,7 @@ func TestParsePrevResult(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prev, err := prevResult(conf, false)
+	prev, err := cni.PrevResult(&conf.NetConf, false)
 	if err != nil || len(prev.IPs) != 1 || *prev.IPs[0].Interface != 0 || prev.Interfaces[0].Name != "eth0" {
 		t.Errorf("0.3.0 prevResult: %+v, %v", prev, err)
 	}

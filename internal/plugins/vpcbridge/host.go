@@ -17,7 +17,7 @@ import (
 
 // ensureBridge returns the bridge, created if missing, with packets
 // between its ports refused at layer 3 too (see firewall.go).
-func ensureBridge(conf *NetConf) (*netlink.Bridge, error) {
+func ensureBridge(conf *Config) (*netlink.Bridge, error) {
 	br, err := netops.EnsureBridge(conf.Bridge, conf.MTU)
 	if err != nil {
 		return nil, cni.Wrap(cni.CodeInternal, err, "set up bridge %s", conf.Bridge)
@@ -31,7 +31,7 @@ func ensureBridge(conf *NetConf) (*netlink.Bridge, error) {
 // createVeth creates the attachment's veth: the host end named and
 // addressed after the attachment (see hostVethName), the container end
 // called ctrIfName in the container. It is not labelled yet.
-func createVeth(conf *NetConf, a attachment, netns ns.NetNS, ctrIfName string) (*netlink.Veth, error) {
+func createVeth(conf *Config, a attachment, netns ns.NetNS, ctrIfName string) (*netlink.Veth, error) {
 	v, err := netops.CreateVeth(netops.VethSpec{
 		HostName: a.hostVethName(),
 		HostMAC:  a.hostVethMAC(),

@@ -25,7 +25,7 @@ type ipamPlugin struct {
 }
 
 // findIPAM locates the IPAM plugin in CNI_PATH, before anything is changed.
-func findIPAM(conf *NetConf, args *skel.CmdArgs) (ipamPlugin, error) {
+func findIPAM(conf *Config, args *skel.CmdArgs) (ipamPlugin, error) {
 	path, err := invoke.FindInPath(conf.IPAM.Type, filepath.SplitList(args.Path))
 	if err != nil {
 		return ipamPlugin{}, cni.FieldError("ipam.type", "IPAM plugin %q not found in CNI_PATH %q", conf.IPAM.Type, args.Path)

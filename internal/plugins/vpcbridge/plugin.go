@@ -50,23 +50,8 @@ const (
 	stepRoutes   = "vpc-bridge: routes configured"
 )
 
-// Funcs are the CNI verbs, for cni.Main.
-func Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{
-		Add:    func(args *skel.CmdArgs) error { return printResult(Add(context.TODO(), args)) },
-		Del:    func(args *skel.CmdArgs) error { return Del(context.TODO(), args) },
-		Check:  func(args *skel.CmdArgs) error { return Check(context.TODO(), args) },
-		GC:     func(args *skel.CmdArgs) error { return GC(context.TODO(), args) },
-		Status: func(args *skel.CmdArgs) error { return Status(context.TODO(), args) },
-	}
-}
-
-func printResult(r types.Result, err error) error {
-	if err != nil {
-		return err
-	}
-	return r.Print()
-}
+// Verbs are the plugin's CNI verbs, for cni.Main.
+var Verbs = cni.Verbs{Add: Add, Del: Del, Check: Check, GC: GC, Status: Status}
 
 // Add connects the container to the bridge and returns the result in the
 // config's version: the prevResult, if any, followed by vpc-bridge's part.
@@ -81,7 +66,7 @@ func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 	if err := requireIPAM(conf); err != nil {
 		return nil, err
 	}
-	prev, err := prevResult(conf, false)
+	prev, err := cni.PrevResult(&conf.NetConf, false)
 	if err != nil {
 		return nil, err
 	}
@@ -170,16 +155,12 @@ func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 		iface{name: veth.Name, mac: veth.HardwareAddr.String()},
 		iface{name: ctrIfName, mac: ctrLink.Attrs().HardwareAddr.String(), sandbox: args.Netns},
 		plan)
-	out, err := res.GetAsVersion(conf.CNIVersion)
-	if err != nil {
-		return nil, cni.Wrap(cni.CodeInternal, err, "convert the result to version %s", conf.CNIVersion)
-	}
-	return out, nil
+	return cni.AsVersion(res, conf.CNIVersion)
 }
 
 // attachmentOf is the attachment the verb is about. CNI_IFNAME, not the
 // container side's name, is part of it, as the spec defines attachments.
-func attachmentOf(conf *NetConf, args *skel.CmdArgs) attachment {
+func attachmentOf(conf *Config, args *skel.CmdArgs) attachment {
 	return attachment{network: conf.Name, Attachment: cni.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}}
 }
 
@@ -226,7 +207,7 @@ func Check(ctx context.Context, args *skel.CmdArgs) error {
 	if err := requireIPAM(conf); err != nil {
 		return err
 	}
-	prev, err := prevResult(conf, true)
+	prev, err := cni.PrevResult(&conf.NetConf, true)
 	if err != nil {
 		return err
 	}
@@ -259,7 +240,7 @@ func Check(ctx context.Context, args *skel.CmdArgs) error {
 }
 
 // runIPAM runs a verb of the IPAM plugin, if the config names one.
-func runIPAM(ctx context.Context, conf *NetConf, args *skel.CmdArgs, verb string) error {
+func runIPAM(ctx context.Context, conf *Config, args *skel.CmdArgs, verb string) error {
 	if conf.IPAM.Type == "" {
 		return nil
 	}

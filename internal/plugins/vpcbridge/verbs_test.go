@@ -2,6 +2,7 @@ package vpcbridge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -668,7 +669,7 @@ func TestCheckDetectsDrift(t *testing.T) {
 	inCtr(func(l netlink.Link) error { return netlink.LinkSetAlias(l, "") })
 	wantCode(t, h.check(check), 999, "eth1 in the container is labelled \"\"")
 	inCtr(func(l netlink.Link) error {
-		return netlink.LinkSetAlias(l, attachmentOf(&NetConf{NetConf: types.NetConf{Name: "meta"}}, tk.c.args()).alias())
+		return netlink.LinkSetAlias(l, attachmentOf(&Config{NetConf: types.NetConf{Name: "meta"}}, tk.c.args()).alias())
 	})
 	if err := h.check(check); err != nil {
 		t.Fatalf("CHECK after repairs: %v", err)
@@ -677,7 +678,7 @@ func TestCheckDetectsDrift(t *testing.T) {
 	// notices, and its error comes through.
 	ipamDel := tk.c
 	ipamDel.conf = []byte(strings.Replace(string(conf), `"type":"vpc-bridge"`, `"type":"vpc-ipam"`, 1))
-	p, err := findIPAM(&NetConf{NetConf: types.NetConf{IPAM: types.IPAM{Type: "vpc-ipam"}}}, ipamDel.args())
+	p, err := findIPAM(&Config{NetConf: types.NetConf{IPAM: types.IPAM{Type: "vpc-ipam"}}}, ipamDel.args())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -886,6 +887,11 @@ func TestBadInput(t *testing.T) {
 		{"no ipam type", call{conf: edit(`,"type":"vpc-ipam"`, ``)}, 7, []string{`"ipam.type"`}},
 		{"unknown ipam plugin", call{conf: edit(`"type":"vpc-ipam"`, `"type":"no-such-ipam"`)}, 7, []string{`"ipam.type"`, "no-such-ipam"}},
 		{"unsupported cniVersion", call{conf: edit(`"cniVersion":"1.0.0"`, `"cniVersion":"0.2.0"`)}, 1, []string{"incompatible CNI versions"}},
+		// A key given twice is refused even when the last value, the one
+		// a plain decoder keeps, is right: at the top level and nested.
+		{"key given twice", call{conf: edit(`"mtu":1400`, `"mtu":9000,"mtu":1400`)}, 7, []string{`"mtu"`, "more than once"}},
+		{"key given twice in ipam", call{conf: edit(`"type":"vpc-ipam"`, `"type":"no-such-ipam","type":"vpc-ipam"`)}, 7, []string{`"ipam.type"`, "more than once"}},
+		{"key given twice in a range", call{conf: edit(`"gateway":"`+gatewayIP+`"`, `"gateway":"169.254.172.9","gateway":"`+gatewayIP+`"`)}, 7, []string{`"ipam.ranges[0][0].gateway"`, "more than once"}},
 		{"no such netns", call{netns: "/var/run/netns/vpct-bridge-missing"}, 4, []string{"CNI_NETNS"}},
 		{"ifname too long", call{ifName: "a-very-long-ifname"}, 4, []string{"interface name"}},
 		{"ifname taken", call{ifName: "taken0"}, 4, []string{"CNI_IFNAME", "taken0", "already exists"}},
@@ -1009,4 +1015,60 @@ func TestDualStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.verifyGone(t, ip, "dual", tk)
+}
+
+// TestResultFieldsByVersion: the binary's result carries the route fields
+// of spec 1.1.0 (scope on the on-link route to the gateway, an IPAM route's
+// mtu) only in a 1.1.0 result; runtimes of older versions (podman 4.3 and
+// containerd 1.6 take up to 1.0.0) get none of them.
+func TestResultFieldsByVersion(t *testing.T) {
+	h := newHost(t)
+	ip := vpcIPAM(t)
+	path := cniPath(t)
+	section := ip.section("", "")
+	section["routes"] = []map[string]any{{"dst": endpointIP + "/32", "mtu": 1300}}
+	for _, tt := range []struct {
+		version string
+		want11  bool
+	}{
+		{"0.3.0", false}, {"0.3.1", false}, {"0.4.0", false}, {"1.0.0", false}, {"1.1.0", true},
+	} {
+		t.Run(tt.version, func(t *testing.T) {
+			c := call{netns: testenv.NewNS(t, tag).Path(), containerID: "fields", ifName: "eth1",
+				conf: netConf(tt.version, "fields", section), path: path}
+			out, err := h.exec("ADD", c)
+			if err != nil {
+				t.Fatalf("ADD: %v", err)
+			}
+			t.Cleanup(func() {
+				if _, err := h.exec("DEL", c); err != nil {
+					t.Errorf("DEL: %v", err)
+				}
+			})
+			var res struct {
+				Routes []map[string]any `json:"routes"`
+			}
+			if err := json.Unmarshal(out, &res); err != nil {
+				t.Fatalf("result %s: %v", out, err)
+			}
+			var scoped, withMTU int
+			for _, r := range res.Routes {
+				if s, ok := r["scope"]; ok {
+					scoped++
+					if s != float64(253) || r["dst"] != gatewayIP+"/32" {
+						t.Errorf("route %v has scope %v; only the on-link route to the gateway has one, 253 (link)", r, s)
+					}
+				}
+				if m, ok := r["mtu"]; ok {
+					withMTU++
+					if m != float64(1300) {
+						t.Errorf("route %v has mtu %v, want 1300 from the ipam section", r, m)
+					}
+				}
+			}
+			if want := map[bool]int{true: 1, false: 0}[tt.want11]; scoped != want || withMTU != want {
+				t.Errorf("%d routes with scope and %d with mtu, want %d each: %s", scoped, withMTU, want, out)
+			}
+		})
+	}
 }

@@ -48,7 +48,7 @@ var instanceMetadata = []netip.Prefix{
 // prevResult of the ADD: the interface named ifName with the config's MAC,
 // the prevResult's addresses on it and its routes via the config's
 // gateways, the on-link routes those need, and the blackholes.
-func expectedState(conf *netConf, prev *types100.Result, ifName string) (eniState, error) {
+func expectedState(conf *Config, prev *types100.Result, ifName string) (eniState, error) {
 	// In a chain, a later plugin may add interfaces too (even a host-side
 	// one with the same name): the ENI is the one in the sandbox.
 	index := slices.IndexFunc(prev.Interfaces, func(i *types100.Interface) bool { return i.Name == ifName && i.Sandbox != "" })

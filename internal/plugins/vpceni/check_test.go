@@ -71,7 +71,7 @@ func TestExpectedState(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			conf := mustConf(t, tt.conf)
 			// The prevResult of an ADD with this config.
-			prev := buildResult(&netConf{NetConf: conf.NetConf, MAC: conf.MAC, Addresses: conf.Addresses, Gateways: conf.Gateways}, nil, "eth0", "/ns")
+			prev := buildResult(&Config{NetConf: conf.NetConf, MAC: conf.MAC, Addresses: conf.Addresses, Gateways: conf.Gateways}, nil, "eth0", "/ns")
 			if tt.mutatePrev != nil {
 				tt.mutatePrev(prev)
 			}

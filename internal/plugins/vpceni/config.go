@@ -10,14 +10,13 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
 )
 
-// netConf is a decoded and validated vpc-eni network configuration. Every
+// Config is a decoded and validated vpc-eni network configuration. Every
 // spelling the plugin accepts has been folded into these fields.
-type netConf struct {
+type Config struct {
 	types.NetConf
 
 	// ENIID is the EC2 id of the ENI ("eni-0123..."). Only logged: the
@@ -91,16 +90,16 @@ const (
 // without one: every IPv6 subnet of a VPC is a /64.
 const legacyIPv6PrefixLen = 64
 
-// parseConfig decodes and validates the network configuration on stdin.
-// Every problem is a CNI error (code 6 or 7) naming the field as the user
-// spelled it.
-func parseConfig(stdin []byte) (*netConf, error) {
+// decodeConfig decodes and validates the network configuration on stdin.
+// Every problem is a CNI error (code 6 or 7, 1 for the version) naming the
+// field as the user spelled it.
+func decodeConfig(stdin []byte) (*Config, error) {
 	var raw rawConfig
 	if err := cni.DecodeConfig(stdin, &raw); err != nil {
 		return nil, err
 	}
-	if err := version.ParsePrevResult(&raw.NetConf); err != nil {
-		return nil, cni.FieldError("prevResult", "%v", err)
+	if _, err := cni.PrevResult(&raw.NetConf, false); err != nil {
+		return nil, err
 	}
 	if raw.IPAM.Type != "" {
 		return nil, cni.FieldError("ipam", "vpc-eni does not use an IPAM plugin; list the ENI's addresses in %q", fieldAddresses)
@@ -109,7 +108,7 @@ func parseConfig(stdin []byte) (*netConf, error) {
 		return nil, err
 	}
 
-	conf := &netConf{NetConf: raw.NetConf, ENIName: raw.ENIName}
+	conf := &Config{NetConf: raw.NetConf, ENIName: raw.ENIName}
 	var err error
 	if conf.ENIID, err = mergeENIID(raw); err != nil {
 		return nil, err
@@ -117,39 +116,39 @@ func parseConfig(stdin []byte) (*netConf, error) {
 	if conf.MAC, err = mergeMAC(raw); err != nil {
 		return nil, err
 	}
-	addrField, addrs, err := mergeAddresses(raw)
+	addrs, err := mergeAddresses(raw)
 	if err != nil {
 		return nil, err
 	}
-	gwField, gws, err := mergeGateways(raw)
+	gws, err := mergeGateways(raw)
 	if err != nil {
 		return nil, err
 	}
 	conf.BlockInstanceMetadata, err = mergeBool(
-		spelled[bool]{"blockInstanceMetadata", raw.BlockIMDS},
-		spelled[bool]{"block-instance-metadata", raw.ECSBlockIMDS})
+		cni.Spelling[bool]{Field: "blockInstanceMetadata", Value: raw.BlockIMDS},
+		cni.Spelling[bool]{Field: "block-instance-metadata", Value: raw.ECSBlockIMDS})
 	if err != nil {
 		return nil, err
 	}
 	conf.StayDown, err = mergeBool(
-		spelled[bool]{"stayDown", raw.StayDown},
-		spelled[bool]{"stay-down", raw.ECSStayDown})
+		cni.Spelling[bool]{Field: "stayDown", Value: raw.StayDown},
+		cni.Spelling[bool]{Field: "stay-down", Value: raw.ECSStayDown})
 	if err != nil {
 		return nil, err
 	}
 	if raw.MTU != nil {
 		conf.MTU = *raw.MTU
 	}
-	if err := validate(conf, addrField, addrs, gwField, gws); err != nil {
+	if err := validate(conf, addrs.Field, addrs.Value, gws.Field, gws.Value); err != nil {
 		return nil, err
 	}
-	conf.Addresses, conf.Gateways = addrs, gws
+	conf.Addresses, conf.Gateways = addrs.Value, gws.Value
 	return conf, nil
 }
 
 // validate checks what no single field shows: that addresses are given,
 // that gateways match them, that the MTU suits them.
-func validate(conf *netConf, addrField string, addrs []netip.Prefix, gwField string, gws []netip.Addr) error {
+func validate(conf *Config, addrField string, addrs []netip.Prefix, gwField string, gws []netip.Addr) error {
 	if len(addrs) == 0 && !conf.StayDown {
 		if addrField == "" {
 			return cni.FieldError(fieldAddresses, `missing: list the ENI's addresses in CIDR notation, e.g. ["10.0.1.5/24"] (also accepted as "ip-addresses", "eniIPAddresses" or "ipv4-address")`)
@@ -187,64 +186,35 @@ func validate(conf *netConf, addrField string, addrs []netip.Prefix, gwField str
 	return nil
 }
 
-// spelled is one spelling of a field and its value, nil when absent.
-type spelled[T any] struct {
-	name  string
-	value *T
-}
-
-// mergeSpellings returns the value given under any of the spellings and
-// the name it was given under. The same field given twice with different
-// values is an error that names both spellings.
-func mergeSpellings[T any](equal func(a, b T) bool, show func(T) string, choices ...spelled[T]) (string, T, error) {
-	var (
-		name string
-		val  T
-	)
-	for _, c := range choices {
-		if c.value == nil {
-			continue
-		}
-		if name == "" {
-			name, val = c.name, *c.value
-			continue
-		}
-		if !equal(val, *c.value) {
-			var zero T
-			return "", zero, cni.FieldError(name, "conflicts with %q, which names the same setting: %s here, %s there; give one", c.name, show(val), show(*c.value))
-		}
-	}
-	return name, val, nil
-}
-
-func mergeBool(choices ...spelled[bool]) (bool, error) {
-	_, v, err := mergeSpellings(func(a, b bool) bool { return a == b }, func(b bool) string { return fmt.Sprint(b) }, choices...)
-	return v, err
+func mergeBool(choices ...cni.Spelling[bool]) (bool, error) {
+	m, err := cni.MergeSpellings(func(a, b bool) bool { return a == b }, func(b bool) string { return fmt.Sprint(b) }, choices...)
+	return m.Value, err
 }
 
 func mergeENIID(raw rawConfig) (string, error) {
-	_, id, err := mergeSpellings(func(a, b string) bool { return a == b }, quote,
-		spelled[string]{"eniID", raw.ENIID}, spelled[string]{"eni", raw.ECSENIID})
-	return id, err
+	m, err := cni.MergeSpellings(func(a, b string) bool { return a == b }, quote,
+		cni.Spelling[string]{Field: "eniID", Value: raw.ENIID}, cni.Spelling[string]{Field: "eni", Value: raw.ECSENIID})
+	return m.Value, err
 }
 
 func mergeMAC(raw rawConfig) (net.HardwareAddr, error) {
-	var choices []spelled[net.HardwareAddr]
-	for _, s := range []spelled[string]{{fieldMAC, raw.MAC}, {"eniMACAddress", raw.VPCMAC}} {
-		if s.value == nil {
+	var choices []cni.Spelling[net.HardwareAddr]
+	for _, s := range []cni.Spelling[string]{{Field: fieldMAC, Value: raw.MAC}, {Field: "eniMACAddress", Value: raw.VPCMAC}} {
+		if s.Value == nil {
 			continue
 		}
-		mac, err := parseMAC(s.name, *s.value)
+		mac, err := parseMAC(s.Field, *s.Value)
 		if err != nil {
 			return nil, err
 		}
-		choices = append(choices, spelled[net.HardwareAddr]{s.name, &mac})
+		choices = append(choices, cni.Spelling[net.HardwareAddr]{Field: s.Field, Value: &mac})
 	}
-	_, mac, err := mergeSpellings(func(a, b net.HardwareAddr) bool { return bytes.Equal(a, b) },
+	merged, err := cni.MergeSpellings(func(a, b net.HardwareAddr) bool { return bytes.Equal(a, b) },
 		func(m net.HardwareAddr) string { return m.String() }, choices...)
 	if err != nil {
 		return nil, err
 	}
+	mac := merged.Value
 	if mac == nil {
 		return nil, cni.FieldError(fieldMAC, `missing: the ENI's MAC address finds it, e.g. "0a:1b:2c:3d:4e:5f" (also accepted as "eniMACAddress")`)
 	}
@@ -270,30 +240,30 @@ func parseMAC(field, s string) (net.HardwareAddr, error) {
 // the ECS agent's current "ip-addresses", amazon-vpc-cni-plugins'
 // "eniIPAddresses", and the ECS agent's older single "ipv4-address" and
 // "ipv6-address". Lists given twice must hold the same addresses.
-func mergeAddresses(raw rawConfig) (string, []netip.Prefix, error) {
-	var choices []spelled[[]netip.Prefix]
-	for _, s := range []spelled[[]string]{
-		{fieldAddresses, raw.IPAddresses},
-		{"ip-addresses", raw.ECSIPAddresses},
-		{"eniIPAddresses", raw.VPCIPAddresses},
+func mergeAddresses(raw rawConfig) (cni.Merged[[]netip.Prefix], error) {
+	var choices []cni.Spelling[[]netip.Prefix]
+	for _, s := range []cni.Spelling[[]string]{
+		{Field: fieldAddresses, Value: raw.IPAddresses},
+		{Field: "ip-addresses", Value: raw.ECSIPAddresses},
+		{Field: "eniIPAddresses", Value: raw.VPCIPAddresses},
 	} {
-		if s.value == nil {
+		if s.Value == nil {
 			continue
 		}
-		list, err := parsePrefixList(s.name, *s.value)
+		list, err := parsePrefixList(s.Field, *s.Value)
 		if err != nil {
-			return "", nil, err
+			return cni.Merged[[]netip.Prefix]{}, err
 		}
-		choices = append(choices, spelled[[]netip.Prefix]{s.name, &list})
+		choices = append(choices, cni.Spelling[[]netip.Prefix]{Field: s.Field, Value: &list})
 	}
 	legacyName, legacy, err := legacyAddresses(raw)
 	if err != nil {
-		return "", nil, err
+		return cni.Merged[[]netip.Prefix]{}, err
 	}
 	if legacyName != "" {
-		choices = append(choices, spelled[[]netip.Prefix]{legacyName, &legacy})
+		choices = append(choices, cni.Spelling[[]netip.Prefix]{Field: legacyName, Value: &legacy})
 	}
-	return mergeSpellings(samePrefixSet, showPrefixes, choices...)
+	return cni.MergeSpellings(samePrefixSet, showPrefixes, choices...)
 }
 
 func parsePrefixList(field string, list []string) ([]netip.Prefix, error) {
@@ -392,24 +362,24 @@ func parseLegacyAddress(field, s string, want4 bool, bits int) (netip.Prefix, er
 
 // mergeGateways folds "gatewayIPAddresses", the ECS agent's
 // "gateway-ip-addresses" and its older "subnetgateway-ipv4-address".
-func mergeGateways(raw rawConfig) (string, []netip.Addr, error) {
-	var choices []spelled[[]netip.Addr]
-	for _, s := range []spelled[[]string]{
-		{fieldGateways, raw.Gateways},
-		{"gateway-ip-addresses", raw.ECSGateways},
+func mergeGateways(raw rawConfig) (cni.Merged[[]netip.Addr], error) {
+	var choices []cni.Spelling[[]netip.Addr]
+	for _, s := range []cni.Spelling[[]string]{
+		{Field: fieldGateways, Value: raw.Gateways},
+		{Field: "gateway-ip-addresses", Value: raw.ECSGateways},
 	} {
-		if s.value == nil {
+		if s.Value == nil {
 			continue
 		}
 		var list []netip.Addr
-		for _, g := range *s.value {
-			a, err := parseGateway(s.name, g)
+		for _, g := range *s.Value {
+			a, err := parseGateway(s.Field, g)
 			if err != nil {
-				return "", nil, err
+				return cni.Merged[[]netip.Addr]{}, err
 			}
 			list = append(list, a)
 		}
-		choices = append(choices, spelled[[]netip.Addr]{s.name, &list})
+		choices = append(choices, cni.Spelling[[]netip.Addr]{Field: s.Field, Value: &list})
 	}
 	if raw.LegacyGateway != nil {
 		const name = "subnetgateway-ipv4-address"
@@ -419,14 +389,14 @@ func mergeGateways(raw rawConfig) (string, []netip.Addr, error) {
 		}
 		a, err := parseGateway(name, s)
 		if err != nil {
-			return "", nil, err
+			return cni.Merged[[]netip.Addr]{}, err
 		}
 		if !a.Is4() {
-			return "", nil, cni.FieldError(name, "%q is not an IPv4 address", *raw.LegacyGateway)
+			return cni.Merged[[]netip.Addr]{}, cni.FieldError(name, "%q is not an IPv4 address", *raw.LegacyGateway)
 		}
-		choices = append(choices, spelled[[]netip.Addr]{name, &[]netip.Addr{a}})
+		choices = append(choices, cni.Spelling[[]netip.Addr]{Field: name, Value: &[]netip.Addr{a}})
 	}
-	return mergeSpellings(sameAddrSet, joinAddrs, choices...)
+	return cni.MergeSpellings(sameAddrSet, joinAddrs, choices...)
 }
 
 func parseGateway(field, s string) (netip.Addr, error) {

@@ -13,7 +13,7 @@ import (
 )
 
 // TestParseConfigFormats decodes each accepted format into the same kind
-// of netConf.
+// of Config.
 func TestParseConfigFormats(t *testing.T) {
 	type want struct {
 		eniID    string
@@ -78,9 +78,9 @@ func TestParseConfigFormats(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			conf, err := parseConfig([]byte(tt.json))
+			conf, err := decodeConfig([]byte(tt.json))
 			if err != nil {
-				t.Fatalf("parseConfig: %v", err)
+				t.Fatalf("decodeConfig: %v", err)
 			}
 			var addrs, gws []string
 			for _, p := range conf.Addresses {
@@ -92,7 +92,7 @@ func TestParseConfigFormats(t *testing.T) {
 			got := want{conf.ENIID, conf.MAC.String(), addrs, gws, conf.MTU, conf.BlockInstanceMetadata, conf.StayDown}
 			if got.eniID != tt.want.eniID || got.mac != tt.want.mac || !slices.Equal(got.addrs, tt.want.addrs) ||
 				!slices.Equal(got.gws, tt.want.gws) || got.mtu != tt.want.mtu || got.block != tt.want.block || got.stayDown != tt.want.stayDown {
-				t.Errorf("parseConfig =\n %+v\nwant\n %+v", got, tt.want)
+				t.Errorf("decodeConfig =\n %+v\nwant\n %+v", got, tt.want)
 			}
 		})
 	}
@@ -150,10 +150,10 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := parseConfig([]byte(tt.json))
+			_, err := decodeConfig([]byte(tt.json))
 			var e *types.Error
 			if !errors.As(err, &e) {
-				t.Fatalf("parseConfig error = %v, want a CNI error with code %d", err, tt.code)
+				t.Fatalf("decodeConfig error = %v, want a CNI error with code %d", err, tt.code)
 			}
 			if e.Code != tt.code {
 				t.Errorf("code = %d, want %d (%s)", e.Code, tt.code, e.Msg)
@@ -168,7 +168,7 @@ func TestParseConfigErrors(t *testing.T) {
 }
 
 func TestLegacyIPv6PrefixIsTheVPCs(t *testing.T) {
-	conf, err := parseConfig([]byte(`{"cniVersion":"0.3.0","name":"n","mac":"0a:1b:2c:3d:4e:5f","ipv4-address":"10.0.0.5/24","ipv6-address":"2600:1f14::5"}`))
+	conf, err := decodeConfig([]byte(`{"cniVersion":"0.3.0","name":"n","mac":"0a:1b:2c:3d:4e:5f","ipv4-address":"10.0.0.5/24","ipv6-address":"2600:1f14::5"}`))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -127,7 +127,7 @@ func moveIn(link netlink.Link, ctr ns.NetNS) error {
 // configure sets up the ENI inside the container, the current namespace:
 // name, MTU, addresses, blackholes, up, routes. Each step converges, so a
 // retried ADD finishes what an interrupted one started.
-func configure(conf *netConf, ifName string) error {
+func configure(conf *Config, ifName string) error {
 	link, err := findByMAC(conf.MAC)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package vpceni
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -275,15 +276,15 @@ func (inProcess) run(t testing.TB, w *world, c call) outcome {
 		var err error
 		switch c.verb {
 		case "ADD":
-			_, o.out, err = testutils.CmdAddWithArgs(args, func() error { return Add(args) })
+			_, o.out, err = testutils.CmdAddWithArgs(args, func() error { return Verbs.SkelFuncs(context.Background()).Add(args) })
 		case "DEL":
-			err = testutils.CmdDelWithArgs(args, func() error { return Del(args) })
+			err = testutils.CmdDelWithArgs(args, func() error { return Del(context.Background(), args) })
 		case "CHECK":
-			err = testutils.CmdCheckWithArgs(args, func() error { return Check(args) })
+			err = testutils.CmdCheckWithArgs(args, func() error { return Check(context.Background(), args) })
 		case "GC":
-			err = GC(args)
+			err = GC(context.Background(), args)
 		case "STATUS":
-			err = Status(args)
+			err = Status(context.Background(), args)
 		default:
 			t.Fatalf("unknown verb %s", c.verb)
 		}

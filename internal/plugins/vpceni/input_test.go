@@ -43,6 +43,10 @@ func TestBadInput(t *testing.T) {
 			}
 		}, code: cni.CodeInvalidEnvironment, says: []string{"CNI_IFNAME", "eth0", "already taken"}},
 		{name: "CNI_ARGS with an unknown key", change: func(_ *testing.T, _ *world, _ testENI, c *call) { c.cniArgs = "FOO=bar" }, code: cni.CodeInvalidEnvironment, says: []string{"CNI_ARGS", "FOO"}},
+		// A key given twice is refused whichever value comes last (here the
+		// right one), at the top level and in nested objects.
+		{name: "key given twice", change: withMember(`"mac":"02:00:0a:4d:00:99"`), code: cni.CodeInvalidConfig, says: []string{`"mac"`, "more than once"}},
+		{name: "key given twice, nested", change: withMember(`"dns":{"nameservers":["10.77.0.2"],"nameservers":["10.77.0.3"]}`), code: cni.CodeInvalidConfig, says: []string{`"dns.nameservers"`, "more than once"}},
 		{name: "unsupported cniVersion", change: setConf(confMap{"cniVersion": "0.2.0"}), binaryOnly: true, code: cni.CodeIncompatibleVersion, says: []string{"0.2.0"}},
 	}
 	for _, r := range allRunners(t) {
@@ -84,6 +88,15 @@ func TestBadInput(t *testing.T) {
 func setConf(fields confMap) func(*testing.T, *world, testENI, *call) {
 	return func(t *testing.T, _ *world, e testENI, c *call) {
 		c.conf = e.baseConf("1.0.0").with(fields).bytes(t)
+	}
+}
+
+// withMember puts a raw JSON member in front of the base config's own, so
+// that a key the base config has is given twice, the base's value last.
+func withMember(member string) func(*testing.T, *world, testENI, *call) {
+	return func(t *testing.T, _ *world, e testENI, c *call) {
+		base := e.baseConf("1.0.0").bytes(t)
+		c.conf = append([]byte("{"+member+","), base[1:]...)
 	}
 }
 

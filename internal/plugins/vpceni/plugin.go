@@ -16,6 +16,7 @@
 package vpceni
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,49 +33,44 @@ import (
 	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
-// Funcs are the plugin's verbs, for cni.Main.
-func Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: Add, Del: Del, Check: Check, GC: GC, Status: Status}
-}
+// Verbs are the plugin's CNI verbs, for cni.Main.
+var Verbs = cni.Verbs{Add: Add, Del: Del, Check: Check, GC: GC, Status: Status}
 
-// Add moves the ENI into the container and configures it, then prints the
+// Add moves the ENI into the container and configures it, and returns the
 // result in the config's version. Error codes: 6 and 7 for the config, 4
 // for CNI_IFNAME or CNI_ARGS, 8 for CNI_NETNS, 11 when no link has the MAC
 // (the ENI may not be attached yet), 999 when the kernel refuses a step;
 // the ENI is then back in the host namespace.
-func Add(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
+func Add(_ context.Context, args *skel.CmdArgs) (types.Result, error) {
+	conf, err := decodeConfig(args.StdinData)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	prev, err := prevResult(conf)
+	prev, err := cni.PrevResult(&conf.NetConf, false)
 	if err != nil {
-		return cni.FieldError("prevResult", "%v", err)
+		return nil, err
 	}
 	podArgs, err := checkEnv(args)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ctr, host, err := openNamespaces(args.Netns)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer ctr.Close()
 	defer host.Close()
 
 	log := logger(args, conf, podArgs)
 	if err := attach(conf, args, host, ctr, log); err != nil {
-		return err
+		return nil, err
 	}
 	log.Info("ENI attached to the container")
-	if err := types.PrintResult(buildResult(conf, prev, args.IfName, args.Netns), conf.CNIVersion); err != nil {
-		return cni.Wrap(cni.CodeIOFailure, err, "print the result")
-	}
-	return nil
+	return cni.AsVersion(buildResult(conf, prev, args.IfName, args.Netns), conf.CNIVersion)
 }
 
 // attach does the work of ADD; on failure it gives the ENI back to the host.
-func attach(conf *netConf, args *skel.CmdArgs, host, ctr ns.NetNS, log *slog.Logger) error {
+func attach(conf *Config, args *skel.CmdArgs, host, ctr ns.NetNS, log *slog.Logger) error {
 	link, inHost, err := locate(conf.MAC, ctr)
 	if errors.Is(err, errNoENI) {
 		return cni.Errorf(cni.CodeTryAgainLater,
@@ -108,7 +104,7 @@ func attach(conf *netConf, args *skel.CmdArgs, host, ctr ns.NetNS, log *slog.Log
 
 // plugIn records, moves and configures the ENI; the first two only when it
 // is still in the host.
-func plugIn(conf *netConf, ifName string, link netlink.Link, inHost bool, ctr ns.NetNS) error {
+func plugIn(conf *Config, ifName string, link netlink.Link, inHost bool, ctr ns.NetNS) error {
 	if inHost {
 		if err := recordHost(link); err != nil {
 			return err
@@ -125,8 +121,8 @@ func plugIn(conf *netConf, ifName string, link netlink.Link, inHost bool, ctr ns
 // Del gives the ENI back to the host namespace under its host name. It
 // succeeds when there is nothing to do: an empty CNI_NETNS, a namespace
 // that is gone, no prevResult, an ENI already home or not there at all.
-func Del(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
+func Del(_ context.Context, args *skel.CmdArgs) error {
+	conf, err := decodeConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -163,17 +159,14 @@ func Del(args *skel.CmdArgs) error {
 // the config: name and MAC, link up (down for stayDown), MTU, addresses,
 // routes via the gateways, blackholes. Each mismatch is one sentence of the
 // error (code 999: the spec has no code for a failed CHECK).
-func Check(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
+func Check(_ context.Context, args *skel.CmdArgs) error {
+	conf, err := decodeConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
-	prev, err := prevResult(conf)
+	prev, err := cni.PrevResult(&conf.NetConf, true)
 	if err != nil {
-		return cni.FieldError("prevResult", "%v", err)
-	}
-	if prev == nil {
-		return cni.FieldError("prevResult", "missing: CHECK compares the container with the result of ADD")
+		return err
 	}
 	if _, err := checkEnv(args); err != nil {
 		return err
@@ -209,14 +202,14 @@ func Check(args *skel.CmdArgs) error {
 // GC has nothing to collect: vpc-eni keeps no state outside the ENI, and an
 // ENI whose container is gone either returned to the host with its
 // namespace or waits there for its DEL. It only checks the attachment list.
-func GC(args *skel.CmdArgs) error {
+func GC(_ context.Context, args *skel.CmdArgs) error {
 	_, err := cni.ValidAttachments(args.StdinData)
 	return err
 }
 
 // Status reports the plugin available when it can talk to the kernel's
 // netlink in its namespace, all an ADD needs besides the ENI itself.
-func Status(*skel.CmdArgs) error {
+func Status(context.Context, *skel.CmdArgs) error {
 	if _, err := netlink.LinkList(); err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return cni.Errorf(cni.CodePluginNotAvailable, "cannot list links over netlink: %v", err)
 	}
@@ -284,7 +277,7 @@ func sameNamespace(a, b ns.NetNS) (bool, error) {
 	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
 }
 
-func logger(args *skel.CmdArgs, conf *netConf, pa *podArgs) *slog.Logger {
+func logger(args *skel.CmdArgs, conf *Config, pa *podArgs) *slog.Logger {
 	l := slog.Default().With("containerID", args.ContainerID, "ifname", args.IfName, "mac", conf.MAC.String())
 	if conf.ENIID != "" {
 		l = l.With("eniID", conf.ENIID)

@@ -1,7 +1,6 @@
 package vpceni
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
 
@@ -13,7 +12,7 @@ import (
 // container, its addresses with their gateway, and a default route per
 // gateway. A chained prevResult is kept and the ENI appended to it. A
 // stayDown ENI has no addresses or routes to report.
-func buildResult(conf *netConf, prev *types100.Result, ifName, netns string) *types100.Result {
+func buildResult(conf *Config, prev *types100.Result, ifName, netns string) *types100.Result {
 	res := &types100.Result{CNIVersion: types100.ImplementedSpecVersion, DNS: conf.DNS}
 	if prev != nil {
 		res.Interfaces = append(res.Interfaces, prev.Interfaces...)
@@ -43,19 +42,6 @@ func buildResult(conf *netConf, prev *types100.Result, ifName, netns string) *ty
 		res.Routes = append(res.Routes, &types.Route{Dst: defaultDst(gw), GW: ipOf(gw)})
 	}
 	return res
-}
-
-// prevResult returns the config's prevResult in the current result
-// version, or nil when there is none.
-func prevResult(conf *netConf) (*types100.Result, error) {
-	if conf.PrevResult == nil {
-		return nil, nil
-	}
-	prev, err := types100.NewResultFromResult(conf.PrevResult)
-	if err != nil {
-		return nil, fmt.Errorf("failed to convert prevResult: %w", err)
-	}
-	return prev, nil
 }
 
 // gatewayFor returns the gateway of a's family.

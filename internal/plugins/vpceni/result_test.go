@@ -11,9 +11,9 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 )
 
-func mustConf(t *testing.T, js string) *netConf {
+func mustConf(t *testing.T, js string) *Config {
 	t.Helper()
-	conf, err := parseConfig([]byte(js))
+	conf, err := decodeConfig([]byte(js))
 	if err != nil {
 		t.Fatal(err)
 	}

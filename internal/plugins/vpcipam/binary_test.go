@@ -392,3 +392,63 @@ func TestBinaryReadOnlyStore(t *testing.T) {
 	wantHoldings(t, store, "ro", "a/eth0=10.0.0.2/24,fd00::2/120")
 	mustRun(t, invocation{command: "STATUS", stdin: conf})
 }
+
+// TestBinaryDuplicateKey: a config that gives a key twice, at the top level
+// or in a nested object, is refused (code 7, naming the key) before the
+// store is touched, even when the last value, the one a plain decoder
+// would keep, is valid.
+func TestBinaryDuplicateKey(t *testing.T) {
+	tests := []struct {
+		name, from, to, field string
+	}{
+		{"top level", `"name":"dup"`, `"name":"other","name":"dup"`, "name"},
+		{"in ipam", `"type":"vpc-ipam"`, `"type":"host-local","type":"vpc-ipam"`, "ipam.type"},
+		{"in a range", `"subnet":"10.0.0.0/24"`, `"subnet":"10.9.0.0/24","subnet":"10.0.0.0/24"`, "ipam.ranges[0][0].subnet"},
+		{"in a route", `"dst":"0.0.0.0/0"`, `"dst":"10.0.0.0/8","dst":"0.0.0.0/0"`, "ipam.routes[0].dst"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			store := tempStore(t)
+			good := string(newConf("1.1.0", "dup", store, dualStack()).bytes(t))
+			if !strings.Contains(good, tt.from) {
+				t.Fatalf("%s not in %s", tt.from, good)
+			}
+			conf := []byte(strings.Replace(good, tt.from, tt.to, 1))
+			for _, command := range []string{"ADD", "DEL", "GC", "STATUS"} {
+				o := run(t, invocation{command: command, containerID: "c1", stdin: conf})
+				wantCNIError(t, o, cni.CodeInvalidConfig, fmt.Sprintf("invalid config: field %q: given more than once", tt.field))
+			}
+			if _, err := os.Stat(store); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the refused config created or touched the store: %v", err)
+			}
+		})
+	}
+}
+
+// TestBinaryRouteFieldsByVersion: route fields of spec 1.1.0 (mtu, advmss,
+// priority, table, scope) given in the ipam section appear in a 1.1.0
+// result and in no older one.
+func TestBinaryRouteFieldsByVersion(t *testing.T) {
+	fields := []string{"mtu", "advmss", "priority", "table", "scope"}
+	for _, version := range specVersions {
+		t.Run(version, func(t *testing.T) {
+			pool := dualStack()
+			pool["routes"] = []map[string]any{{"dst": "0.0.0.0/0", "mtu": 1400, "advmss": 1360, "priority": 5, "table": 100, "scope": 0}}
+			out := mustRun(t, invocation{command: "ADD", containerID: "c1", stdin: newConf(version, "fields", tempStore(t), pool).bytes(t)})
+			var res struct {
+				Routes []map[string]any `json:"routes"`
+			}
+			if err := json.Unmarshal(out, &res); err != nil || len(res.Routes) != 1 {
+				t.Fatalf("result %s: %v", out, err)
+			}
+			if res.Routes[0]["dst"] != "0.0.0.0/0" {
+				t.Errorf("route %v lost its destination", res.Routes[0])
+			}
+			for _, f := range fields {
+				if _, has := res.Routes[0][f]; has != (version == "1.1.0") {
+					t.Errorf("route field %q present = %v in a %s result: %s", f, has, version, out)
+				}
+			}
+		})
+	}
+}

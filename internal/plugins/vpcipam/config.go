@@ -1,6 +1,7 @@
 package vpcipam
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -42,11 +43,11 @@ type Config struct {
 	LockTimeout time.Duration
 }
 
-// netConf is the network config as it arrives on stdin.
-type netConf struct {
-	CNIVersion    string    `json:"cniVersion"`
-	Name          string    `json:"name"`
-	IPAM          *ipamConf `json:"ipam"`
+// rawConfig is the network config as it arrives on stdin.
+type rawConfig struct {
+	CNIVersion    string   `json:"cniVersion"`
+	Name          string   `json:"name"`
+	IPAM          *rawIPAM `json:"ipam"`
 	RuntimeConfig struct {
 		IPs []string `json:"ips"`
 	} `json:"runtimeConfig"`
@@ -57,10 +58,10 @@ type netConf struct {
 	} `json:"args"`
 }
 
-// ipamConf is the "ipam" section. The single-subnet fields come in our
+// rawIPAM is the "ipam" section. The single-subnet fields come in our
 // spelling and in the ECS agent's (ecs-ipam's); giving both with different
 // values is an error.
-type ipamConf struct {
+type rawIPAM struct {
 	Type        string        `json:"type"`
 	Ranges      [][]rangeConf `json:"ranges"`
 	Routes      []routeConf   `json:"routes"`
@@ -89,7 +90,7 @@ type ipamConf struct {
 }
 
 // ecsSpelled reports whether the section uses ecs-ipam's field names.
-func (ic *ipamConf) ecsSpelled() bool {
+func (ic *rawIPAM) ecsSpelled() bool {
 	for _, f := range []any{ic.ECSIPv4Subnet, ic.ECSIPv4Address, ic.ECSIPv4Gateway, ic.ECSIPv4Routes,
 		ic.ECSIPv6Subnet, ic.ECSIPv6Address, ic.ECSIPv6Gateway, ic.ECSIPv6Routes} {
 		if !reflect.ValueOf(f).IsNil() {
@@ -121,35 +122,24 @@ type routeConf struct {
 type family struct {
 	name                     string // "IPv4", "IPv6"
 	is4                      bool
-	subnet, gateway, address spelled[string]
-	routes                   spelled[[]routeConf]
-}
-
-// spelled is the value of a field that has two spellings, and the one used.
-type spelled[T any] struct {
-	val   T
-	field string
-	set   bool
+	subnet, gateway, address cni.Merged[string]
+	routes                   cni.Merged[[]routeConf]
 }
 
 // pick resolves a field given in our spelling, the ECS spelling, or both.
-func pick[T any](own, ecs *T, ownName, ecsName string) (spelled[T], error) {
-	switch {
-	case own != nil && ecs != nil && !reflect.DeepEqual(*own, *ecs):
-		return spelled[T]{}, cni.FieldError("ipam."+ecsName, "differs from ipam.%s; give one of the two", ownName)
-	case own != nil:
-		return spelled[T]{*own, "ipam." + ownName, true}, nil
-	case ecs != nil:
-		return spelled[T]{*ecs, "ipam." + ecsName, true}, nil
-	}
-	return spelled[T]{field: "ipam." + ownName}, nil
+func pick[T any](own, ecs *T, ownName, ecsName string) (cni.Merged[T], error) {
+	return cni.MergeSpellings(
+		func(a, b T) bool { return reflect.DeepEqual(a, b) },
+		func(v T) string { b, _ := json.Marshal(v); return string(b) },
+		cni.Spelling[T]{Field: "ipam." + ownName, Value: own},
+		cni.Spelling[T]{Field: "ipam." + ecsName, Value: ecs})
 }
 
-// LoadConfig decodes and validates a network config. getenv supplies the
+// decodeConfig decodes and validates a network config. getenv supplies the
 // environment (os.Getenv in the plugin) for the store path and lock
 // timeout. Errors name the field at fault as the user wrote it.
-func LoadConfig(stdin []byte, getenv func(string) string) (*Config, error) {
-	var raw netConf
+func decodeConfig(stdin []byte, getenv func(string) string) (*Config, error) {
+	var raw rawConfig
 	if err := cni.DecodeConfig(stdin, &raw); err != nil {
 		return nil, err
 	}
@@ -188,12 +178,12 @@ func LoadConfig(stdin []byte, getenv func(string) string) (*Config, error) {
 	return c, nil
 }
 
-func families(ic *ipamConf) ([]family, error) {
+func families(ic *rawIPAM) ([]family, error) {
 	v4 := family{name: "IPv4", is4: true}
 	v6 := family{name: "IPv6"}
 	var err error
 	for _, f := range []struct {
-		dst              *spelled[string]
+		dst              *cni.Merged[string]
 		own, ecs         *string
 		ownName, ecsName string
 	}{
@@ -218,15 +208,15 @@ func families(ic *ipamConf) ([]family, error) {
 }
 
 // rangeSets builds the pool from "ranges" or from the single-subnet form.
-func rangeSets(ic *ipamConf, fams []family) ([]ipam.RangeSet, error) {
-	simple := fams[0].subnet.set || fams[1].subnet.set
+func rangeSets(ic *rawIPAM, fams []family) ([]ipam.RangeSet, error) {
+	simple := fams[0].subnet.Set() || fams[1].subnet.Set()
 	switch {
 	case len(ic.Ranges) > 0 && simple:
 		f := fams[0].subnet
-		if !f.set {
+		if !f.Set() {
 			f = fams[1].subnet
 		}
-		return nil, cni.FieldError(f.field, "cannot be combined with ipam.ranges; give one or the other")
+		return nil, cni.FieldError(f.Field, "cannot be combined with ipam.ranges; give one or the other")
 	case len(ic.Ranges) > 0:
 		return parseRanges(ic.Ranges)
 	case simple:
@@ -287,31 +277,31 @@ func parseRange(field string, rc rangeConf) (ipam.Range, error) {
 func familySets(fams []family) ([]ipam.RangeSet, error) {
 	var sets []ipam.RangeSet
 	for _, f := range fams {
-		if !f.subnet.set {
-			if f.gateway.set {
-				return nil, cni.FieldError(f.gateway.field, "needs a subnet (ipam.%sSubnet)", strings.ToLower(f.name))
+		if !f.subnet.Set() {
+			if f.gateway.Set() {
+				return nil, cni.FieldError(f.gateway.Field, "needs a subnet (ipam.%sSubnet)", strings.ToLower(f.name))
 			}
 			continue
 		}
-		subnet, err := parsePrefix(f.subnet.field, f.subnet.val)
+		subnet, err := parsePrefix(f.subnet.Field, f.subnet.Value)
 		if err != nil {
 			return nil, err
 		}
 		if subnet.Addr().Is4() != f.is4 {
-			return nil, cni.FieldError(f.subnet.field, "%s is not an %s subnet", subnet, f.name)
+			return nil, cni.FieldError(f.subnet.Field, "%s is not an %s subnet", subnet, f.name)
 		}
 		var gw netip.Addr
-		if f.gateway.set {
-			if gw, err = parseAddr(f.gateway.field, f.gateway.val); err != nil {
+		if f.gateway.Set() {
+			if gw, err = parseAddr(f.gateway.Field, f.gateway.Value); err != nil {
 				return nil, err
 			}
 		}
 		r, err := ipam.NewRange(subnet, netip.Addr{}, netip.Addr{}, gw)
 		if err != nil {
 			re := err.(*ipam.RangeError)
-			field := f.subnet.field
+			field := f.subnet.Field
 			if re.Part == "gateway" {
-				field = f.gateway.field
+				field = f.gateway.Field
 			}
 			return nil, cni.FieldError(field, "%s", re.Msg)
 		}
@@ -321,7 +311,7 @@ func familySets(fams []family) ([]ipam.RangeSet, error) {
 }
 
 // routes gathers "routes" and the per-family route lists, in that order.
-func routes(ic *ipamConf, fams []family) ([]*types.Route, error) {
+func routes(ic *rawIPAM, fams []family) ([]*types.Route, error) {
 	var out []*types.Route
 	add := func(field string, list []routeConf, only func(netip.Addr) bool, famName string) error {
 		for i, rc := range list {
@@ -339,7 +329,7 @@ func routes(ic *ipamConf, fams []family) ([]*types.Route, error) {
 	for _, f := range fams {
 		is4 := f.is4
 		only := func(a netip.Addr) bool { return a.Is4() == is4 }
-		if err := add(f.routes.field, f.routes.val, only, f.name); err != nil {
+		if err := add(f.routes.Field, f.routes.Value, only, f.name); err != nil {
 			return nil, err
 		}
 	}

@@ -45,7 +45,7 @@ func describe(c *Config) string {
 		c.Pool.Network, strings.Join(sets, " "), strings.Join(routes, ", "), strings.Join(reqs, ", "), c.ID, c.StorePath, c.LockTimeout)
 }
 
-func TestLoadConfig(t *testing.T) {
+func TestDecodeConfig(t *testing.T) {
 	tests := []struct {
 		name, conf, want string
 	}{
@@ -89,7 +89,7 @@ func TestLoadConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := LoadConfig([]byte(tt.conf), noEnv)
+			c, err := decodeConfig([]byte(tt.conf), noEnv)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -156,7 +156,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{ipamOnly(v4 + `,"store":"ipam.db"`), 7, `invalid config: field "ipam.store": "ipam.db" is not an absolute path`},
 	}
 	for _, tt := range tests {
-		_, err := LoadConfig([]byte(tt.conf), noEnv)
+		_, err := decodeConfig([]byte(tt.conf), noEnv)
 		t.Run(tt.msg, func(t *testing.T) { cniError(t, err, tt.code, tt.msg) })
 	}
 }
@@ -180,7 +180,7 @@ func TestStoreAndLockTimeoutPrecedence(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := LoadConfig([]byte(fmt.Sprintf(base, tt.ipam)), tt.env)
+			c, err := decodeConfig([]byte(fmt.Sprintf(base, tt.ipam)), tt.env)
 			if tt.errMsg != "" {
 				cniError(t, err, tt.errCode, tt.errMsg)
 				return
@@ -197,7 +197,7 @@ func TestStoreAndLockTimeoutPrecedence(t *testing.T) {
 
 func TestWant(t *testing.T) {
 	conf := func(extra string) *Config {
-		c, err := LoadConfig([]byte(`{"cniVersion":"1.0.0","name":"n","ipam":{"ipv4Subnet":"10.0.0.0/24","ipv6Subnet":"fd00::/64"`+extra+`}}`), noEnv)
+		c, err := decodeConfig([]byte(`{"cniVersion":"1.0.0","name":"n","ipam":{"ipv4Subnet":"10.0.0.0/24","ipv6Subnet":"fd00::/64"`+extra+`}}`), noEnv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -244,7 +244,7 @@ func TestWant(t *testing.T) {
 }
 
 func TestCheckHeld(t *testing.T) {
-	c, err := LoadConfig([]byte(`{"cniVersion":"1.0.0","name":"n","ipam":{"ipv4Subnet":"10.0.0.0/24","ipv6Subnet":"fd00::/64"}}`), noEnv)
+	c, err := decodeConfig([]byte(`{"cniVersion":"1.0.0","name":"n","ipam":{"ipv4Subnet":"10.0.0.0/24","ipv6Subnet":"fd00::/64"}}`), noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@
 package vpcipam
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -18,40 +19,38 @@ import (
 	"github.com/vpcnet/vpcnet/internal/ipam"
 )
 
-// Funcs are the verbs, for cni.Main.
-func Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus}
-}
+// Verbs are the plugin's CNI verbs, for cni.Main.
+var Verbs = cni.Verbs{Add: Add, Del: Del, Check: Check, GC: GC, Status: Status}
 
-// cmdAdd gives the attachment one address from every range set, or returns
+// Add gives the attachment one address from every range set, or returns
 // what it already holds: a retried ADD converges on the same addresses.
-func cmdAdd(args *skel.CmdArgs) error {
-	conf, err := LoadConfig(args.StdinData, os.Getenv)
+func Add(_ context.Context, args *skel.CmdArgs) (types.Result, error) {
+	conf, err := decodeConfig(args.StdinData, os.Getenv)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	want, reqs, err := conf.Want(args.Args)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	store, err := openStore(conf)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer closeStore(store)
 	alloc, err := store.Allocate(conf.Pool, owner(args, conf), want)
 	if err != nil {
-		return allocateError(err, conf.Pool.Network, reqs)
+		return nil, allocateError(err, conf.Pool.Network, reqs)
 	}
 	crashpoint.At("ipam-add-committed")
 	slog.Info("allocated", "network", conf.Pool.Network, "owner", alloc.Owner.String(), "ips", ipList(alloc))
-	return types.PrintResult(Result(alloc, conf.Routes), conf.CNIVersion)
+	return cni.AsVersion(Result(alloc, conf.Routes), conf.CNIVersion)
 }
 
-// cmdDel releases what the attachment holds. Nothing held, or no store at
+// Del releases what the attachment holds. Nothing held, or no store at
 // all, is success: runtimes call DEL more than once.
-func cmdDel(args *skel.CmdArgs) error {
-	conf, err := LoadConfig(args.StdinData, os.Getenv)
+func Del(_ context.Context, args *skel.CmdArgs) error {
+	conf, err := decodeConfig(args.StdinData, os.Getenv)
 	if err != nil {
 		return err
 	}
@@ -74,10 +73,10 @@ func cmdDel(args *skel.CmdArgs) error {
 	return nil
 }
 
-// cmdCheck verifies that the attachment holds exactly the addresses of
+// Check verifies that the attachment holds exactly the addresses of
 // this network that prevResult reports.
-func cmdCheck(args *skel.CmdArgs) error {
-	conf, err := LoadConfig(args.StdinData, os.Getenv)
+func Check(_ context.Context, args *skel.CmdArgs) error {
+	conf, err := decodeConfig(args.StdinData, os.Getenv)
 	if err != nil {
 		return err
 	}
@@ -101,10 +100,10 @@ func cmdCheck(args *skel.CmdArgs) error {
 	return CheckHeld(conf.Pool, alloc, prev)
 }
 
-// cmdGC releases every allocation of the network whose attachment is not
+// GC releases every allocation of the network whose attachment is not
 // among the valid attachments the runtime lists.
-func cmdGC(args *skel.CmdArgs) error {
-	conf, err := LoadConfig(args.StdinData, os.Getenv)
+func GC(_ context.Context, args *skel.CmdArgs) error {
+	conf, err := decodeConfig(args.StdinData, os.Getenv)
 	if err != nil {
 		return err
 	}
@@ -135,10 +134,10 @@ func cmdGC(args *skel.CmdArgs) error {
 	return nil
 }
 
-// cmdStatus succeeds when an ADD could be served now: the store opens and a
+// Status succeeds when an ADD could be served now: the store opens and a
 // write transaction commits.
-func cmdStatus(args *skel.CmdArgs) error {
-	conf, err := LoadConfig(args.StdinData, os.Getenv)
+func Status(_ context.Context, args *skel.CmdArgs) error {
+	conf, err := decodeConfig(args.StdinData, os.Getenv)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ type Request struct {
 // requests gathers the explicitly requested addresses of the config:
 // ipam.ips, ipam.ipv4Address/ipv6Address, the "ips" capability
 // (runtimeConfig.ips) and the args convention (args.cni.ips).
-func requests(raw *netConf, fams []family) ([]Request, error) {
+func requests(raw *rawConfig, fams []family) ([]Request, error) {
 	var out []Request
 	addList := func(field string, list []string) error {
 		for i, s := range list {
@@ -36,17 +36,17 @@ func requests(raw *netConf, fams []family) ([]Request, error) {
 		return nil, err
 	}
 	for _, f := range fams {
-		if !f.address.set {
+		if !f.address.Set() {
 			continue
 		}
-		a, err := parseHostAddr(f.address.field, f.address.val)
+		a, err := parseHostAddr(f.address.Field, f.address.Value)
 		if err != nil {
 			return nil, err
 		}
 		if a.Is4() != f.is4 {
-			return nil, cni.FieldError(f.address.field, "%s is not an %s address", a, f.name)
+			return nil, cni.FieldError(f.address.Field, "%s is not an %s address", a, f.name)
 		}
-		out = append(out, Request{Addr: a, Field: f.address.field})
+		out = append(out, Request{Addr: a, Field: f.address.Field})
 	}
 	if err := addList("runtimeConfig.ips", raw.RuntimeConfig.IPs); err != nil {
 		return nil, err

@@ -8,15 +8,14 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
-	cniversion "github.com/containernetworking/cni/pkg/version"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
 	"github.com/vpcnet/vpcnet/internal/ipam"
 )
 
 // Result is the CNI result of an allocation: its addresses with their
-// gateways, and the configured routes. It is a 1.0.0 result; PrintResult
-// converts it to the config's version.
+// gateways, and the configured routes. It is a current (1.1.0) result;
+// cni.AsVersion converts it to the config's version.
 func Result(a ipam.Allocation, routes []*types.Route) *types100.Result {
 	r := &types100.Result{CNIVersion: types100.ImplementedSpecVersion, Routes: routes}
 	for _, ip := range a.IPs {
@@ -39,17 +38,7 @@ func prevResult(stdin []byte) (*types100.Result, error) {
 	if err := cni.DecodeConfig(stdin, &nc); err != nil {
 		return nil, err
 	}
-	if nc.RawPrevResult == nil {
-		return nil, cni.FieldError("prevResult", "missing: CHECK needs the result of the ADD")
-	}
-	if err := cniversion.ParsePrevResult(&nc); err != nil {
-		return nil, cni.FieldError("prevResult", "%v", err)
-	}
-	res, err := types100.NewResultFromResult(nc.PrevResult)
-	if err != nil {
-		return nil, cni.FieldError("prevResult", "%v", err)
-	}
-	return res, nil
+	return cni.PrevResult(&nc, true)
 }
 
 // CheckHeld compares what the allocation holds with the addresses of prev

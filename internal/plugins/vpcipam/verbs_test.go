@@ -2,6 +2,7 @@ package vpcipam
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -30,7 +31,7 @@ func cmdArgs(conf []byte, containerID, cniArgs string) *skel.CmdArgs {
 func add(t *testing.T, conf []byte, containerID, cniArgs string) (types.Result, []byte, error) {
 	t.Helper()
 	args := cmdArgs(conf, containerID, cniArgs)
-	return testutils.CmdAddWithArgs(args, func() error { return cmdAdd(args) })
+	return testutils.CmdAddWithArgs(args, func() error { return Verbs.SkelFuncs(context.Background()).Add(args) })
 }
 
 func mustAdd(t *testing.T, conf []byte, containerID, cniArgs string) (*types100.Result, []byte) {
@@ -48,12 +49,12 @@ func mustAdd(t *testing.T, conf []byte, containerID, cniArgs string) (*types100.
 
 func del(t *testing.T, conf []byte, containerID string) error {
 	args := cmdArgs(conf, containerID, "")
-	return testutils.CmdDelWithArgs(args, func() error { return cmdDel(args) })
+	return testutils.CmdDelWithArgs(args, func() error { return Del(context.Background(), args) })
 }
 
 func check(t *testing.T, conf []byte, containerID string) error {
 	args := cmdArgs(conf, containerID, "")
-	return testutils.CmdCheckWithArgs(args, func() error { return cmdCheck(args) })
+	return testutils.CmdCheckWithArgs(args, func() error { return Check(context.Background(), args) })
 }
 
 // resultIPs is "address gw gateway" for each IP of a result.
@@ -113,12 +114,12 @@ func TestVerbsEveryVersion(t *testing.T) {
 			wantHoldings(t, store, network, "c2/eth0=10.0.0.3/24,fd00::3/120")
 
 			if atLeast(version, "1.1.0") {
-				if err := cmdStatus(cmdArgs(b, "", "")); err != nil {
+				if err := Status(context.Background(), cmdArgs(b, "", "")); err != nil {
 					t.Fatalf("STATUS: %v", err)
 				}
 				gc := func(valid ...string) {
 					t.Helper()
-					if err := cmdGC(cmdArgs(conf.with("cni.dev/valid-attachments", attachments(valid...)).bytes(t), "", "")); err != nil {
+					if err := GC(context.Background(), cmdArgs(conf.with("cni.dev/valid-attachments", attachments(valid...)).bytes(t), "", "")); err != nil {
 						t.Fatalf("GC: %v", err)
 					}
 				}
@@ -249,15 +250,15 @@ func TestGCBothKeys(t *testing.T) {
 		mustAdd(t, conf.bytes(t), c, "")
 	}
 	gc := conf.with("cni.dev/valid-attachments", attachments("new"), "cni.dev/attachments", attachments("old"))
-	if err := cmdGC(cmdArgs(gc.bytes(t), "", "")); err != nil {
+	if err := GC(context.Background(), cmdArgs(gc.bytes(t), "", "")); err != nil {
 		t.Fatal(err)
 	}
 	wantHoldings(t, store, "gcnet", "new/eth0=10.0.0.2/24,fd00::2/120", "old/eth0=10.0.0.3/24,fd00::3/120")
-	if err := cmdGC(cmdArgs(conf.with("cni.dev/attachments", attachments("old")).bytes(t), "", "")); err != nil {
+	if err := GC(context.Background(), cmdArgs(conf.with("cni.dev/attachments", attachments("old")).bytes(t), "", "")); err != nil {
 		t.Fatal(err)
 	}
 	wantHoldings(t, store, "gcnet", "old/eth0=10.0.0.3/24,fd00::3/120")
-	err := cmdGC(cmdArgs(conf.with("cni.dev/valid-attachments", []map[string]string{{"ifname": "eth0"}}).bytes(t), "", ""))
+	err := GC(context.Background(), cmdArgs(conf.with("cni.dev/valid-attachments", []map[string]string{{"ifname": "eth0"}}).bytes(t), "", ""))
 	cniError(t, err, cni.CodeInvalidConfig, `invalid config: field "cni.dev/valid-attachments": an entry has no containerID`)
 	wantHoldings(t, store, "gcnet", "old/eth0=10.0.0.3/24,fd00::3/120")
 }
@@ -292,7 +293,7 @@ func TestStatus(t *testing.T) {
 			if tt.timeout != "" {
 				fields["lockTimeout"] = tt.timeout
 			}
-			err := cmdStatus(cmdArgs(newConf("1.1.0", "st", tt.store, fields).bytes(t), "", ""))
+			err := Status(context.Background(), cmdArgs(newConf("1.1.0", "st", tt.store, fields).bytes(t), "", ""))
 			if tt.msg == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -344,7 +345,7 @@ func TestECSConfigRoundTrip(t *testing.T) {
 	release := testConf{"cniVersion": "0.3.0", "name": "ecs-ipam", "type": "ecs-ipam", "ipam": ipamSection}
 
 	args := &skel.CmdArgs{ContainerID: "pause1", Netns: unusedNetns, IfName: "ecs-eth0", StdinData: bridge.bytes(t)}
-	r, out, err := testutils.CmdAddWithArgs(args, func() error { return cmdAdd(args) })
+	r, out, err := testutils.CmdAddWithArgs(args, func() error { return Verbs.SkelFuncs(context.Background()).Add(args) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +360,7 @@ func TestECSConfigRoundTrip(t *testing.T) {
 
 	for range 2 {
 		args := &skel.CmdArgs{ContainerID: "pause1", IfName: "ecs-eth0", StdinData: release.bytes(t)}
-		if err := cmdDel(args); err != nil {
+		if err := Del(context.Background(), args); err != nil {
 			t.Fatalf("the agent's release: %v", err)
 		}
 	}
@@ -368,7 +369,7 @@ func TestECSConfigRoundTrip(t *testing.T) {
 	// After an agent restart it asks for the address the task had.
 	ipamSection["ipv4-address"] = "169.254.172.9/22"
 	args = &skel.CmdArgs{ContainerID: "pause1", Netns: unusedNetns, IfName: "ecs-eth0", StdinData: bridge.bytes(t)}
-	r, _, err = testutils.CmdAddWithArgs(args, func() error { return cmdAdd(args) })
+	r, _, err = testutils.CmdAddWithArgs(args, func() error { return Verbs.SkelFuncs(context.Background()).Add(args) })
 	if err != nil {
 		t.Fatal(err)
 	}
