@@ -3,7 +3,6 @@ package localvpc_test
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -172,7 +171,7 @@ func TestMetadataAnswersForTheCallersInstance(t *testing.T) {
 		return err
 	})
 	cidr := netip.MustParsePrefix(subnet2.CIDR)
-	gw := net.IP(cidr.Masked().Addr().Next().AsSlice())
+	gw := cidr.Masked().Addr().Next()
 	inNS(t, taskNS, func() error {
 		if err := netops.LoopbackUp(task); err != nil {
 			return err
@@ -180,7 +179,7 @@ func TestMetadataAnswersForTheCallersInstance(t *testing.T) {
 		if err := netlink.LinkSetUp(moved); err != nil {
 			return err
 		}
-		addr := &net.IPNet{IP: net.ParseIP(*eni.PrivateIpAddress), Mask: net.CIDRMask(cidr.Bits(), 32)}
+		addr := netip.PrefixFrom(netip.MustParseAddr(*eni.PrivateIpAddress), cidr.Bits())
 		if err := netops.AddAddress(moved, addr); err != nil {
 			return err
 		}

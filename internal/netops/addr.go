@@ -3,7 +3,8 @@ package netops
 import (
 	"errors"
 	"fmt"
-	"net"
+	"net/netip"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -15,10 +16,22 @@ import (
 // detection: the VPC gives each address to one interface only, and DAD
 // would keep the address tentative, unusable as a source, for a second or
 // more after the link comes up.
-func AddAddress(link netlink.Link, addr *net.IPNet) error {
-	a := &netlink.Addr{IPNet: addr}
-	if addr.IP.To4() == nil {
-		a.Flags = unix.IFA_F_NODAD
+func AddAddress(link netlink.Link, addr netip.Prefix) error {
+	return addAddress(link, addr, 0)
+}
+
+// AddAddressWithoutPrefixRoute is AddAddress without the route to the
+// address's prefix that the kernel would otherwise add: the prefix is then
+// not on-link, and only the routes the caller adds lead anywhere (a
+// container on a shared bridge must not reach the bridge's whole subnet).
+func AddAddressWithoutPrefixRoute(link netlink.Link, addr netip.Prefix) error {
+	return addAddress(link, addr, unix.IFA_F_NOPREFIXROUTE)
+}
+
+func addAddress(link netlink.Link, addr netip.Prefix, flags int) error {
+	a := &netlink.Addr{IPNet: IPNet(addr), Flags: flags}
+	if addr.Addr().Is6() {
+		a.Flags |= unix.IFA_F_NODAD
 	}
 	if err := netlink.AddrReplace(link, a); err != nil {
 		return fmt.Errorf("failed to add address %s to %s: %w", addr, link.Attrs().Name, err)
@@ -30,20 +43,20 @@ func AddAddress(link netlink.Link, addr *net.IPNet) error {
 // those missing and removes any other, except IPv6 link-local addresses,
 // which the kernel manages. A second call with the same want changes
 // nothing.
-func SetAddresses(link netlink.Link, want []*net.IPNet) error {
+func SetAddresses(link netlink.Link, want []netip.Prefix) error {
 	have, err := Addresses(link)
 	if err != nil {
 		return err
 	}
 	for _, h := range have {
-		if !containsPrefix(want, h) {
+		if !slices.Contains(want, h) {
 			if err := deleteAddress(link, h); err != nil {
 				return err
 			}
 		}
 	}
 	for _, w := range want {
-		if !containsPrefix(have, w) {
+		if !slices.Contains(have, w) {
 			if err := AddAddress(link, w); err != nil {
 				return err
 			}
@@ -54,19 +67,20 @@ func SetAddresses(link netlink.Link, want []*net.IPNet) error {
 
 // Addresses returns the addresses of link with their prefix lengths, IPv4
 // and IPv6, leaving out IPv6 link-local ones.
-func Addresses(link netlink.Link) ([]*net.IPNet, error) {
+func Addresses(link netlink.Link) ([]netip.Prefix, error) {
 	addrs, err := retryInterruptedDump(func() ([]netlink.Addr, error) {
 		return netlink.AddrList(link, netlink.FAMILY_ALL)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("failed to list addresses of %s: %w", link.Attrs().Name, err)
 	}
-	var out []*net.IPNet
+	var out []netip.Prefix
 	for _, a := range addrs {
-		if a.IP.To4() == nil && a.IP.IsLinkLocalUnicast() {
+		p := PrefixOf(a.IPNet)
+		if !p.IsValid() || p.Addr().Is6() && p.Addr().IsLinkLocalUnicast() {
 			continue
 		}
-		out = append(out, a.IPNet)
+		out = append(out, p)
 	}
 	return out, nil
 }
@@ -76,32 +90,12 @@ func FlushAddresses(link netlink.Link) error {
 	return SetAddresses(link, nil)
 }
 
-func deleteAddress(link netlink.Link, addr *net.IPNet) error {
-	err := netlink.AddrDel(link, &netlink.Addr{IPNet: addr})
+func deleteAddress(link netlink.Link, addr netip.Prefix) error {
+	err := netlink.AddrDel(link, &netlink.Addr{IPNet: IPNet(addr)})
 	// Already gone: removing an IPv4 primary address takes its secondaries
 	// in the same subnet with it.
 	if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 		return fmt.Errorf("failed to remove address %s from %s: %w", addr, link.Attrs().Name, err)
 	}
 	return nil
-}
-
-// containsPrefix reports whether list holds p: the same address with the
-// same prefix length.
-func containsPrefix(list []*net.IPNet, p *net.IPNet) bool {
-	for _, l := range list {
-		if samePrefix(l, p) {
-			return true
-		}
-	}
-	return false
-}
-
-func samePrefix(a, b *net.IPNet) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	aOnes, _ := a.Mask.Size()
-	bOnes, _ := b.Mask.Size()
-	return a.IP.Equal(b.IP) && aOnes == bOnes
 }

@@ -1,7 +1,7 @@
 package netops_test
 
 import (
-	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -38,20 +38,16 @@ func upVeth(t *testing.T, n ns.NetNS, name string) netlink.Link {
 	return link
 }
 
-func cidr(t *testing.T, s string) *net.IPNet {
+func cidr(t *testing.T, s string) netip.Prefix {
 	t.Helper()
-	ip, n, err := net.ParseCIDR(s)
+	p, err := netip.ParsePrefix(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.IP = ip
-	if v4 := ip.To4(); v4 != nil {
-		n.IP = v4
-	}
-	return n
+	return p
 }
 
-func prefixStrings(list []*net.IPNet) []string {
+func prefixStrings(list []netip.Prefix) []string {
 	out := make([]string, len(list))
 	for i, p := range list {
 		out[i] = p.String()
@@ -68,7 +64,7 @@ func TestAddressesConverge(t *testing.T) {
 	err := n.Do(func(ns.NetNS) error {
 		v4, v6 := cidr(t, "10.9.0.5/24"), cidr(t, "fd00:9::5/64")
 		for range 2 { // the second round must change nothing
-			for _, a := range []*net.IPNet{v4, v6} {
+			for _, a := range []netip.Prefix{v4, v6} {
 				if err := netops.AddAddress(link, a); err != nil {
 					return err
 				}
@@ -88,12 +84,12 @@ func TestAddressesConverge(t *testing.T) {
 			return err
 		}
 		for _, a := range all {
-			if a.IP.Equal(v6.IP) && a.Flags&unix.IFA_F_TENTATIVE != 0 {
+			if netops.AddrOf(a.IP) == v6.Addr() && a.Flags&unix.IFA_F_TENTATIVE != 0 {
 				t.Errorf("%s is tentative (flags %#x): DAD was not skipped", a.IPNet, a.Flags)
 			}
 		}
 
-		want := []*net.IPNet{cidr(t, "10.9.0.6/32"), v6, cidr(t, "fd00:9::6/128")}
+		want := []netip.Prefix{cidr(t, "10.9.0.6/32"), v6, cidr(t, "fd00:9::6/128")}
 		for range 2 {
 			if err := netops.SetAddresses(link, want); err != nil {
 				return err

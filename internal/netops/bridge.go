@@ -127,3 +127,13 @@ func BridgePorts(br *netlink.Bridge) ([]netlink.Link, error) {
 	}
 	return ports, nil
 }
+
+// IsIsolatedPort reports whether link is an isolated bridge port (see
+// AttachToBridge).
+func IsIsolatedPort(link netlink.Link) (bool, error) {
+	pi, err := netlink.LinkGetProtinfo(link)
+	if err != nil {
+		return false, fmt.Errorf("failed to read the bridge port flags of %s: %w", link.Attrs().Name, err)
+	}
+	return pi.Isolated, nil
+}

@@ -209,3 +209,86 @@ func WaitForLink(ctx context.Context, nsPath string, mac net.HardwareAddr) (netl
 		}
 	}
 }
+
+// LinkByName returns the link called name in the current namespace, or an
+// error wrapping ErrLinkNotFound when there is none.
+func LinkByName(name string) (netlink.Link, error) {
+	l, err := netlink.LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	if errors.As(err, &nf) {
+		return nil, fmt.Errorf("no link %s: %w", name, ErrLinkNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to look up link %s: %w", name, err)
+	}
+	return l, nil
+}
+
+// LinkByIndex returns the link with the index in the current namespace, as
+// the kernel has it now.
+func LinkByIndex(index int) (netlink.Link, error) {
+	l, err := netlink.LinkByIndex(index)
+	if err != nil {
+		return nil, fmt.Errorf("failed to look up link %d: %w", index, err)
+	}
+	return l, nil
+}
+
+// SetLinkUp brings link up.
+func SetLinkUp(link netlink.Link) error {
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("failed to set %s up: %w", link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// SetLinkDown sets link down.
+func SetLinkDown(link netlink.Link) error {
+	if err := netlink.LinkSetDown(link); err != nil {
+		return fmt.Errorf("failed to set %s down: %w", link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// SetMTU sets the MTU of link.
+func SetMTU(link netlink.Link, mtu int) error {
+	if err := netlink.LinkSetMTU(link, mtu); err != nil {
+		return fmt.Errorf("failed to set the MTU of %s to %d: %w", link.Attrs().Name, mtu, err)
+	}
+	return nil
+}
+
+// SetAlias sets the alias (IFLA_IFALIAS) of link; the kernel keeps it
+// across namespace moves, so it serves as a label that travels with the
+// link. An empty alias removes it.
+func SetAlias(link netlink.Link, alias string) error {
+	if err := netlink.LinkSetAlias(link, alias); err != nil {
+		return fmt.Errorf("failed to set the alias of %s to %q: %w", link.Attrs().Name, alias, err)
+	}
+	return nil
+}
+
+// RenameLink gives link the name newName in the current namespace and
+// returns it as the kernel has it then. The kernel renames only links that
+// are down, so a link with another name is set down first. A name that
+// another link holds is an error wrapping ErrNameTaken.
+func RenameLink(link netlink.Link, newName string) (netlink.Link, error) {
+	name := link.Attrs().Name
+	if name == newName {
+		return link, nil
+	}
+	if err := SetLinkDown(link); err != nil {
+		return nil, err
+	}
+	if err := netlink.LinkSetName(link, newName); err != nil {
+		if _, taken := netlink.LinkByName(newName); taken == nil {
+			return nil, fmt.Errorf("failed to rename %s to %s: %w", name, newName, ErrNameTaken)
+		}
+		return nil, fmt.Errorf("failed to rename %s to %s: %w", name, newName, err)
+	}
+	renamed, err := netlink.LinkByName(newName)
+	if err != nil {
+		return nil, fmt.Errorf("failed to find %s after renaming it: %w", newName, err)
+	}
+	return renamed, nil
+}

@@ -3,11 +3,39 @@ package netops
 import (
 	"errors"
 	"fmt"
-	"net"
+	"net/netip"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
+
+// Route is a unicast route in the main table out of the device called Dev,
+// through the gateway Via, or on-link when Via is the zero Addr. It is the
+// form in which routes are read back and compared with what is wanted
+// (see DiffRoutes).
+type Route struct {
+	Dst netip.Prefix
+	Dev string
+	Via netip.Addr
+}
+
+func (r Route) String() string {
+	if !r.Via.IsValid() {
+		return r.Dst.String() + " dev " + r.Dev
+	}
+	return r.Dst.String() + " via " + r.Via.String() + " dev " + r.Dev
+}
+
+// RouteOptions are the attributes of a route beyond its destination and
+// gateway that a CNI result may ask for (spec 1.1.0). Zero values leave the
+// kernel's defaults; Table 0 is the main table, Scope 0 universe.
+type RouteOptions struct {
+	MTU, AdvMSS, Priority, Table, Scope int
+}
+
+// ErrRouteExists is returned (wrapped) by AddRoute when the table already
+// has a route to the destination.
+var ErrRouteExists = errors.New("a route to the destination exists")
 
 // NeedsOnLinkRoute reports whether a route via gw out of a link holding
 // addrs needs a host route to gw on that link first. The kernel accepts a
@@ -15,36 +43,32 @@ import (
 // prefix of one of the link's addresses of its family, or is IPv6
 // link-local. An ENI address given as a /32, or a VPC router outside the
 // address's prefix, needs the on-link route.
-func NeedsOnLinkRoute(gw net.IP, addrs []*net.IPNet) bool {
-	if gw.To4() == nil && gw.IsLinkLocalUnicast() {
+func NeedsOnLinkRoute(gw netip.Addr, addrs []netip.Prefix) bool {
+	gw = gw.Unmap()
+	if gw.Is6() && gw.IsLinkLocalUnicast() {
 		return false
 	}
 	for _, a := range addrs {
-		if (a.IP.To4() == nil) != (gw.To4() == nil) {
-			continue
-		}
-		if a.Contains(gw) {
+		if a.Addr().Is4() == gw.Is4() && a.Contains(gw) {
 			return false
 		}
 	}
 	return true
 }
 
-// HostPrefix returns ip as a one-address prefix: ip/32 or ip/128.
-func HostPrefix(ip net.IP) *net.IPNet {
-	if v4 := ip.To4(); v4 != nil {
-		return &net.IPNet{IP: v4, Mask: net.CIDRMask(32, 32)}
-	}
-	return &net.IPNet{IP: ip.To16(), Mask: net.CIDRMask(128, 128)}
+// HostPrefix returns a as a one-address prefix: a/32 or a/128.
+func HostPrefix(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen())
 }
 
 // DefaultDestination returns the default route's destination in the family
-// of ip: 0.0.0.0/0 or ::/0.
-func DefaultDestination(ip net.IP) *net.IPNet {
-	if ip.To4() != nil {
-		return &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+// of a: 0.0.0.0/0 or ::/0.
+func DefaultDestination(a netip.Addr) netip.Prefix {
+	if a.Unmap().Is4() {
+		return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
 	}
-	return &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+	return netip.PrefixFrom(netip.IPv6Unspecified(), 0)
 }
 
 // AddRouteVia routes dst via gw out of link, in the main table of the
@@ -52,7 +76,7 @@ func DefaultDestination(ip net.IP) *net.IPNet {
 // converges instead of failing with "file exists". When gw is not directly
 // reachable (see NeedsOnLinkRoute) a host route to gw on link is added
 // first. The link must be up.
-func AddRouteVia(link netlink.Link, dst *net.IPNet, gw net.IP) error {
+func AddRouteVia(link netlink.Link, dst netip.Prefix, gw netip.Addr) error {
 	addrs, err := Addresses(link)
 	if err != nil {
 		return err
@@ -61,14 +85,14 @@ func AddRouteVia(link netlink.Link, dst *net.IPNet, gw net.IP) error {
 	if NeedsOnLinkRoute(gw, addrs) {
 		onLink := &netlink.Route{
 			LinkIndex: link.Attrs().Index,
-			Dst:       HostPrefix(gw),
+			Dst:       IPNet(HostPrefix(gw)),
 			Scope:     netlink.SCOPE_LINK,
 		}
 		if err := netlink.RouteReplace(onLink); err != nil {
 			return fmt.Errorf("failed to add on-link route to gateway %s on %s: %w", gw, name, err)
 		}
 	}
-	route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Gw: gw}
+	route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: IPNet(dst), Gw: IP(gw)}
 	if err := netlink.RouteReplace(route); err != nil {
 		return fmt.Errorf("failed to add route to %s via %s on %s: %w", dst, gw, name, err)
 	}
@@ -77,14 +101,51 @@ func AddRouteVia(link netlink.Link, dst *net.IPNet, gw net.IP) error {
 
 // AddDefaultRoute routes everything of gw's family via gw out of link; see
 // AddRouteVia.
-func AddDefaultRoute(link netlink.Link, gw net.IP) error {
+func AddDefaultRoute(link netlink.Link, gw netip.Addr) error {
 	return AddRouteVia(link, DefaultDestination(gw), gw)
+}
+
+// AddRoute adds a route to dst out of link, via gw unless gw is the zero
+// Addr, with opts. Unlike AddRouteVia it never replaces a route: when the
+// table already routes dst (someone else's route) it fails with an error
+// wrapping ErrRouteExists.
+func AddRoute(link netlink.Link, dst netip.Prefix, gw netip.Addr, opts RouteOptions) error {
+	r := &netlink.Route{
+		LinkIndex: link.Attrs().Index,
+		Dst:       IPNet(dst),
+		Gw:        IP(gw),
+		MTU:       opts.MTU,
+		AdvMSS:    opts.AdvMSS,
+		Priority:  opts.Priority,
+		Table:     opts.Table,
+		Scope:     netlink.Scope(opts.Scope),
+	}
+	err := netlink.RouteAdd(r)
+	switch {
+	case errors.Is(err, unix.EEXIST):
+		return fmt.Errorf("failed to add route to %s on %s: %w", dst, link.Attrs().Name, ErrRouteExists)
+	case err != nil:
+		return fmt.Errorf("failed to add route to %s on %s: %w", dst, link.Attrs().Name, err)
+	}
+	return nil
 }
 
 // Routes returns the main-table routes out of link in the current
 // namespace, IPv4 and IPv6, including those the kernel adds for the
-// link's addresses. A default route has Dst 0.0.0.0/0 or ::/0, never nil.
-func Routes(link netlink.Link) ([]netlink.Route, error) {
+// link's addresses. A default route has Dst 0.0.0.0/0 or ::/0.
+func Routes(link netlink.Link) ([]Route, error) {
+	routes, err := linkRoutes(link)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Route, 0, len(routes))
+	for _, r := range routes {
+		out = append(out, Route{Dst: routeDst(r), Dev: link.Attrs().Name, Via: AddrOf(r.Gw)})
+	}
+	return out, nil
+}
+
+func linkRoutes(link netlink.Link) ([]netlink.Route, error) {
 	filter := &netlink.Route{LinkIndex: link.Attrs().Index}
 	routes, err := retryInterruptedDump(func() ([]netlink.Route, error) {
 		return netlink.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_OIF)
@@ -95,10 +156,22 @@ func Routes(link netlink.Link) ([]netlink.Route, error) {
 	return routes, nil
 }
 
+// routeDst is a route's destination as a prefix; netlink leaves Dst nil
+// for a default route in some versions.
+func routeDst(r netlink.Route) netip.Prefix {
+	if p := PrefixOf(r.Dst); p.IsValid() {
+		return p
+	}
+	if r.Family == netlink.FAMILY_V6 {
+		return netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+	}
+	return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+}
+
 // FlushRoutes removes the main-table routes out of link. Routes the kernel
 // derives from the link's addresses come back with the addresses.
 func FlushRoutes(link netlink.Link) error {
-	routes, err := Routes(link)
+	routes, err := linkRoutes(link)
 	if err != nil {
 		return err
 	}
@@ -113,7 +186,7 @@ func FlushRoutes(link netlink.Link) error {
 // AddBlackhole makes the current namespace drop every packet to dst: the
 // sender gets an error at once instead of a timeout. A blackhole already
 // there is kept.
-func AddBlackhole(dst *net.IPNet) error {
+func AddBlackhole(dst netip.Prefix) error {
 	if err := netlink.RouteReplace(blackhole(dst)); err != nil {
 		return fmt.Errorf("failed to add blackhole route to %s: %w", dst, err)
 	}
@@ -122,7 +195,7 @@ func AddBlackhole(dst *net.IPNet) error {
 
 // DeleteBlackhole removes the blackhole route to dst; one that is not there
 // is not an error.
-func DeleteBlackhole(dst *net.IPNet) error {
+func DeleteBlackhole(dst netip.Prefix) error {
 	err := netlink.RouteDel(blackhole(dst))
 	if err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("failed to remove blackhole route to %s: %w", dst, err)
@@ -132,7 +205,7 @@ func DeleteBlackhole(dst *net.IPNet) error {
 
 // Blackholes returns the destinations of the main-table blackhole routes
 // in the current namespace, IPv4 and IPv6.
-func Blackholes() ([]*net.IPNet, error) {
+func Blackholes() ([]netip.Prefix, error) {
 	filter := &netlink.Route{Type: unix.RTN_BLACKHOLE}
 	routes, err := retryInterruptedDump(func() ([]netlink.Route, error) {
 		return netlink.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TYPE)
@@ -140,15 +213,15 @@ func Blackholes() ([]*net.IPNet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to list blackhole routes: %w", err)
 	}
-	out := make([]*net.IPNet, 0, len(routes))
+	out := make([]netip.Prefix, 0, len(routes))
 	for _, r := range routes {
-		out = append(out, r.Dst)
+		out = append(out, routeDst(r))
 	}
 	return out, nil
 }
 
-func blackhole(dst *net.IPNet) *netlink.Route {
-	return &netlink.Route{Dst: dst, Type: unix.RTN_BLACKHOLE}
+func blackhole(dst netip.Prefix) *netlink.Route {
+	return &netlink.Route{Dst: IPNet(dst), Type: unix.RTN_BLACKHOLE}
 }
 
 // retryInterruptedDump repeats a netlink dump that the kernel interrupted

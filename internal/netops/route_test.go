@@ -3,19 +3,19 @@ package netops_test
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 
 	"github.com/vpcnet/vpcnet/internal/netops"
 	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
 func TestNeedsOnLinkRoute(t *testing.T) {
-	addrs := func(list ...string) []*net.IPNet {
-		var out []*net.IPNet
+	addrs := func(list ...string) []netip.Prefix {
+		var out []netip.Prefix
 		for _, s := range list {
 			out = append(out, cidr(t, s))
 		}
@@ -24,7 +24,7 @@ func TestNeedsOnLinkRoute(t *testing.T) {
 	tests := []struct {
 		name  string
 		gw    string
-		addrs []*net.IPNet
+		addrs []netip.Prefix
 		want  bool
 	}{
 		{"gateway inside the /24", "10.0.0.1", addrs("10.0.0.5/24"), false},
@@ -40,17 +40,21 @@ func TestNeedsOnLinkRoute(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := netops.NeedsOnLinkRoute(net.ParseIP(tt.gw), tt.addrs); got != tt.want {
+			if got := netops.NeedsOnLinkRoute(netip.MustParseAddr(tt.gw), tt.addrs); got != tt.want {
 				t.Errorf("NeedsOnLinkRoute(%s, %v) = %v, want %v", tt.gw, tt.addrs, got, tt.want)
 			}
 		})
 	}
 }
 
-func routeStrings(routes []netlink.Route) []string {
+func routeStrings(routes []netops.Route) []string {
 	out := make([]string, 0, len(routes))
 	for _, r := range routes {
-		out = append(out, fmt.Sprintf("%s via %s", r.Dst, r.Gw))
+		via := "<nil>"
+		if r.Via.IsValid() {
+			via = r.Via.String()
+		}
+		out = append(out, fmt.Sprintf("%s via %s", r.Dst, via))
 	}
 	slices.Sort(out)
 	return out
@@ -69,7 +73,7 @@ func TestDefaultRouteViaOffLinkGateway(t *testing.T) {
 		}
 		for range 2 {
 			for _, gw := range []string{"10.8.0.1", "fd00:8::1"} {
-				if err := netops.AddDefaultRoute(link, net.ParseIP(gw)); err != nil {
+				if err := netops.AddDefaultRoute(link, netip.MustParseAddr(gw)); err != nil {
 					return err
 				}
 			}
@@ -98,8 +102,8 @@ func TestDefaultRouteViaOffLinkGateway(t *testing.T) {
 			return err
 		}
 		for _, r := range routes {
-			if r.Gw != nil {
-				t.Errorf("route %s via %s survived the flush", r.Dst, r.Gw)
+			if r.Via.IsValid() {
+				t.Errorf("route %s via %s survived the flush", r.Dst, r.Via)
 			}
 		}
 		return nil
@@ -124,7 +128,7 @@ func countOf(list []string, s string) int {
 func TestBlackholes(t *testing.T) {
 	n := testenv.NewNS(t, "netops")
 	link := upVeth(t, n, "eni0")
-	dsts := []*net.IPNet{cidr(t, "169.254.169.254/32"), cidr(t, "fd00:ec2::254/128")}
+	dsts := []netip.Prefix{cidr(t, "169.254.169.254/32"), cidr(t, "fd00:ec2::254/128")}
 	err := n.Do(func(ns.NetNS) error {
 		// A default route, so that without the blackhole the destinations
 		// would be routable.
@@ -134,13 +138,13 @@ func TestBlackholes(t *testing.T) {
 			}
 		}
 		for _, gw := range []string{"10.9.0.1", "fd00:9::1"} {
-			if err := netops.AddDefaultRoute(link, net.ParseIP(gw)); err != nil {
+			if err := netops.AddDefaultRoute(link, netip.MustParseAddr(gw)); err != nil {
 				return err
 			}
 		}
 		for _, d := range dsts {
-			if _, err := net.Dial("udp", net.JoinHostPort(d.IP.String(), "80")); err != nil {
-				t.Errorf("before blocking, %s is not routable: %v", d.IP, err)
+			if _, err := net.Dial("udp", net.JoinHostPort(d.Addr().String(), "80")); err != nil {
+				t.Errorf("before blocking, %s is not routable: %v", d.Addr(), err)
 			}
 		}
 		for range 2 {
@@ -158,8 +162,8 @@ func TestBlackholes(t *testing.T) {
 			t.Errorf("blackholes = %v, want %v", prefixStrings(got), want)
 		}
 		for _, d := range dsts {
-			if _, err := net.Dial("udp", net.JoinHostPort(d.IP.String(), "80")); err == nil {
-				t.Errorf("%s is still routable behind a blackhole", d.IP)
+			if _, err := net.Dial("udp", net.JoinHostPort(d.Addr().String(), "80")); err == nil {
+				t.Errorf("%s is still routable behind a blackhole", d.Addr())
 			}
 		}
 		for range 2 {

@@ -11,8 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrNameTaken is returned (wrapped) when the name asked for the peer end of
-// a veth already belongs to a link in the peer's namespace.
+// ErrNameTaken is returned (wrapped) when a name asked for a link (the peer
+// end of a veth, a rename) already belongs to another link in that
+// namespace.
 var ErrNameTaken = errors.New("interface name already taken")
 
 // ErrHostNameTaken is returned (wrapped) when the fixed name asked for the

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netlink"
+	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
 // Endpoint serves task metadata at 169.254.170.2 on the instance, in the
@@ -178,13 +178,12 @@ func writeJSON(w http.ResponseWriter, v any) {
 // ctx ends or no task has been active for idle. It owns 169.254.170.2/32 on
 // lo: packets from a task's metadata bridge to it are delivered locally.
 func ServeEndpoint(ctx context.Context, e Endpoint, idle time.Duration) error {
-	lo, err := netlink.LinkByName("lo")
+	lo, err := netops.LinkByName("lo")
 	if err != nil {
-		return fmt.Errorf("failed to find lo: %w", err)
+		return err
 	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: EndpointAddr.AsSlice(), Mask: net.CIDRMask(32, 32)}}
-	if err := netlink.AddrReplace(lo, addr); err != nil {
-		return fmt.Errorf("failed to add %s to lo: %w", EndpointAddr, err)
+	if err := netops.AddAddress(lo, netops.HostPrefix(EndpointAddr)); err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(EndpointAddr.String(), "80"))
 	if err != nil {

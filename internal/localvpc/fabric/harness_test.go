@@ -263,7 +263,7 @@ func addAddr(t testing.TB, nsName, dev string, p netip.Prefix) {
 		if err != nil {
 			return err
 		}
-		return netlink.AddrAdd(l, &netlink.Addr{IPNet: ipNet(p), Flags: unix.IFA_F_NODAD})
+		return netlink.AddrAdd(l, &netlink.Addr{IPNet: netops.IPNet(p), Flags: unix.IFA_F_NODAD})
 	})
 }
 
@@ -274,7 +274,7 @@ func delAddr(t testing.TB, nsName, dev string, p netip.Prefix) {
 		if err != nil {
 			return err
 		}
-		return netlink.AddrDel(l, &netlink.Addr{IPNet: ipNet(p)})
+		return netlink.AddrDel(l, &netlink.Addr{IPNet: netops.IPNet(p)})
 	})
 }
 

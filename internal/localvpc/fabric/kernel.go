@@ -98,7 +98,7 @@ func (f *fabricNS) ensureLoopback(want []netip.Prefix) error {
 	}
 	var have []netip.Prefix
 	for _, a := range addrs {
-		p := prefixOf(a.IPNet)
+		p := netops.PrefixOf(a.IPNet)
 		if p.Addr().IsLoopback() {
 			continue // 127.0.0.1/8 and ::1 belong to lo itself
 		}
@@ -106,12 +106,12 @@ func (f *fabricNS) ensureLoopback(want []netip.Prefix) error {
 	}
 	add, remove := diffSets(want, have)
 	for _, p := range remove {
-		if err := f.nl.AddrDel(lo, &netlink.Addr{IPNet: ipNet(p)}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		if err := f.nl.AddrDel(lo, &netlink.Addr{IPNet: netops.IPNet(p)}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 			return fmt.Errorf("failed to remove %v from lo in %s: %w", p, f.name, err)
 		}
 	}
 	for _, p := range add {
-		if err := f.nl.AddrReplace(lo, &netlink.Addr{IPNet: ipNet(p)}); err != nil {
+		if err := f.nl.AddrReplace(lo, &netlink.Addr{IPNet: netops.IPNet(p)}); err != nil {
 			return fmt.Errorf("failed to add %v to lo in %s: %w", p, f.name, err)
 		}
 	}
@@ -252,25 +252,25 @@ func configureHost(inst ns.NetNS, d device) error {
 		return fail("find "+d.Peer, err)
 	}
 	c := d.Host
-	if err := h.AddrReplace(link, &netlink.Addr{IPNet: ipNet(c.IPv4)}); err != nil {
+	if err := h.AddrReplace(link, &netlink.Addr{IPNet: netops.IPNet(c.IPv4)}); err != nil {
 		return fail(fmt.Sprintf("add %v to %s", c.IPv4, d.Peer), err)
 	}
 	if c.IPv6.IsValid() {
 		// No duplicate address detection: the VPC assigned the address to
 		// this ENI alone, and a tentative address would not be usable yet.
-		if err := h.AddrReplace(link, &netlink.Addr{IPNet: ipNet(c.IPv6), Flags: unix.IFA_F_NODAD}); err != nil {
+		if err := h.AddrReplace(link, &netlink.Addr{IPNet: netops.IPNet(c.IPv6), Flags: unix.IFA_F_NODAD}); err != nil {
 			return fail(fmt.Sprintf("add %v to %s", c.IPv6, d.Peer), err)
 		}
 	}
 	if err := h.LinkSetUp(link); err != nil {
 		return fail("set "+d.Peer+" up", err)
 	}
-	def4 := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(netip.PrefixFrom(netip.IPv4Unspecified(), 0)), Gw: c.Gateway4.AsSlice()}
+	def4 := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: netops.IPNet(netip.PrefixFrom(netip.IPv4Unspecified(), 0)), Gw: c.Gateway4.AsSlice()}
 	if err := h.RouteReplace(def4); err != nil {
 		return fail("add the default route via "+c.Gateway4.String(), err)
 	}
 	if c.IPv6.IsValid() {
-		def6 := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(netip.PrefixFrom(netip.IPv6Unspecified(), 0)), Gw: c.Gateway6.AsSlice()}
+		def6 := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: netops.IPNet(netip.PrefixFrom(netip.IPv6Unspecified(), 0)), Gw: c.Gateway6.AsSlice()}
 		if err := h.RouteReplace(def6); err != nil {
 			return fail("add the IPv6 default route via "+c.Gateway6.String(), err)
 		}
@@ -340,7 +340,7 @@ func (f *fabricNS) reconcileRoutes(want state) error {
 			return fmt.Errorf("failed to list the routes of %s: %w", f.name, err)
 		}
 		for _, r := range rs {
-			haveRoutes = append(haveRoutes, route{Dst: prefixOf(r.Dst), Dev: name[r.LinkIndex], Via: addrOf(r.Gw)})
+			haveRoutes = append(haveRoutes, route{Dst: netops.PrefixOf(r.Dst), Dev: name[r.LinkIndex], Via: netops.AddrOf(r.Gw)})
 		}
 	}
 	replace, remove := planRoutes(want.Routes, haveRoutes)
@@ -349,7 +349,7 @@ func (f *fabricNS) reconcileRoutes(want state) error {
 		if !up[r.Dev] {
 			continue // its device failed to build; that error is reported already
 		}
-		nr := &netlink.Route{LinkIndex: idx, Dst: ipNet(r.Dst), Protocol: routeProtocol, Scope: netlink.SCOPE_LINK}
+		nr := &netlink.Route{LinkIndex: idx, Dst: netops.IPNet(r.Dst), Protocol: routeProtocol, Scope: netlink.SCOPE_LINK}
 		if r.Via.IsValid() {
 			nr.Scope = netlink.SCOPE_UNIVERSE
 			nr.Gw = r.Via.AsSlice()
@@ -364,7 +364,7 @@ func (f *fabricNS) reconcileRoutes(want state) error {
 	for _, r := range remove {
 		// Scope "nowhere" matches any scope; the kernel deletes only a
 		// route whose scope matches otherwise.
-		nr := &netlink.Route{LinkIndex: index[r.Dev], Dst: ipNet(r.Dst), Protocol: routeProtocol, Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_NOWHERE}
+		nr := &netlink.Route{LinkIndex: index[r.Dev], Dst: netops.IPNet(r.Dst), Protocol: routeProtocol, Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_NOWHERE}
 		if err := f.nl.RouteDel(nr); err != nil && !errors.Is(err, unix.ESRCH) {
 			fail("failed to remove the route of %v to %s: %w", r.Dst, r.Dev, err)
 		}
@@ -378,7 +378,7 @@ func (f *fabricNS) reconcileRoutes(want state) error {
 		}
 		for _, n := range entries {
 			if n.State&netlink.NUD_PERMANENT != 0 && n.Flags&netlink.NTF_PROXY == 0 {
-				haveNeigh = append(haveNeigh, neighbour{Dev: name[n.LinkIndex], Addr: addrOf(n.IP), MAC: n.HardwareAddr.String()})
+				haveNeigh = append(haveNeigh, neighbour{Dev: name[n.LinkIndex], Addr: netops.AddrOf(n.IP), MAC: n.HardwareAddr.String()})
 			}
 		}
 	}
@@ -407,7 +407,7 @@ func (f *fabricNS) reconcileRoutes(want state) error {
 	}
 	var haveProxies []proxy
 	for _, n := range proxied {
-		haveProxies = append(haveProxies, proxy{Dev: name[n.LinkIndex], Addr: addrOf(n.IP)})
+		haveProxies = append(haveProxies, proxy{Dev: name[n.LinkIndex], Addr: netops.AddrOf(n.IP)})
 	}
 	add, del := diffSets(want.Proxies, haveProxies)
 	for _, p := range del {
@@ -531,27 +531,6 @@ func ensureSysctls(kv [][2]string) error {
 		}
 	}
 	return nil
-}
-
-func ipNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
-
-func prefixOf(n *net.IPNet) netip.Prefix {
-	if n == nil {
-		return netip.Prefix{}
-	}
-	a := addrOf(n.IP)
-	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(a, ones)
-}
-
-func addrOf(ip net.IP) netip.Addr {
-	if ip4 := ip.To4(); ip4 != nil {
-		ip = ip4
-	}
-	a, _ := netip.AddrFromSlice(ip)
-	return a
 }
 
 func familyOf(a netip.Addr) int {

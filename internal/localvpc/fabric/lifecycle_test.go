@@ -44,7 +44,7 @@ func moveToTask(t *testing.T, inst string, m net.HardwareAddr, addr netip.Prefix
 		if err := netlink.LinkSetUp(l); err != nil {
 			return err
 		}
-		return netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: ipNet(netip.MustParsePrefix("0.0.0.0/0")), Gw: gw.AsSlice()})
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: netops.IPNet(netip.MustParsePrefix("0.0.0.0/0")), Gw: gw.AsSlice()})
 	})
 	return task
 }
@@ -204,7 +204,7 @@ func TestApplyConverges(t *testing.T) {
 		if err := netlink.LinkSetDown(byName(deviceName("eni-01"))); err != nil {
 			return err
 		}
-		if err := netlink.RouteDel(&netlink.Route{Dst: ipNet(netip.MustParsePrefix("10.0.1.20/32")), Scope: netlink.SCOPE_NOWHERE}); err != nil {
+		if err := netlink.RouteDel(&netlink.Route{Dst: netops.IPNet(netip.MustParsePrefix("10.0.1.20/32")), Scope: netlink.SCOPE_NOWHERE}); err != nil {
 			return err
 		}
 		if err := netlink.NeighDel(&netlink.Neigh{LinkIndex: byName(deviceName("eni-05")).Attrs().Index, Family: netlink.FAMILY_V6, Flags: netlink.NTF_PROXY, IP: net.ParseIP("fd00:a::30")}); err != nil {
@@ -221,7 +221,7 @@ func TestApplyConverges(t *testing.T) {
 		}
 		// The fabric's own address and router settings.
 		lo := byName("lo")
-		if err := netlink.AddrDel(lo, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("169.254.169.254/32"))}); err != nil {
+		if err := netlink.AddrDel(lo, &netlink.Addr{IPNet: netops.IPNet(netip.MustParsePrefix("169.254.169.254/32"))}); err != nil {
 			return err
 		}
 		return os.WriteFile("/proc/sys/net/ipv4/conf/all/proxy_arp", []byte("0"), 0o644)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -223,7 +224,7 @@ func (h *host) delEndpointRoute(t *testing.T, n ns.NetNS, ifName string) {
 		if err != nil {
 			return err
 		}
-		return netlink.RouteDel(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: netops.HostPrefix(net.ParseIP(endpointIP)), Gw: net.ParseIP(gatewayIP)})
+		return netlink.RouteDel(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: netops.IPNet(netops.HostPrefix(netip.MustParseAddr(endpointIP))), Gw: net.ParseIP(gatewayIP)})
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package vpcbridge
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -21,8 +22,8 @@ import (
 // plugin in a chain also holds that plugin's interfaces, addresses and
 // routes.
 type ownResult struct {
-	mac    string      // of the container interface, as ADD reported it
-	addrs  []net.IPNet // on the container interface
+	mac    string         // of the container interface, as ADD reported it
+	addrs  []netip.Prefix // on the container interface
 	routes []*types.Route
 }
 
@@ -41,21 +42,21 @@ func ownPart(prev *current.Result, ctrIfName string) (ownResult, error) {
 		return ownResult{}, fmt.Errorf("no interface %s in a sandbox: it is not the result of vpc-bridge's ADD", ctrIfName)
 	}
 	own := ownResult{mac: prev.Interfaces[index].Mac}
-	var gateways []net.IP
+	var gateways []netip.Addr
 	for _, ipc := range prev.IPs {
 		if ipc.Interface != nil && *ipc.Interface == index {
-			own.addrs = append(own.addrs, ipc.Address)
-			if ipc.Gateway != nil {
-				gateways = append(gateways, ipc.Gateway)
+			if p := netops.PrefixOf(&ipc.Address); p.IsValid() {
+				own.addrs = append(own.addrs, p)
+			}
+			if gw := netops.AddrOf(ipc.Gateway); gw.IsValid() {
+				gateways = append(gateways, gw)
 			}
 		}
 	}
-	isGateway := func(ip net.IP) bool {
-		return slices.ContainsFunc(gateways, func(gw net.IP) bool { return gw.Equal(ip) })
-	}
 	for _, r := range prev.Routes {
-		onLinkToGateway := r.GW == nil && isGateway(r.Dst.IP) && sameNet(r.Dst, *netops.HostPrefix(r.Dst.IP))
-		if onLinkToGateway || r.GW != nil && isGateway(r.GW) {
+		dst := netops.PrefixOf(&r.Dst)
+		onLinkToGateway := r.GW == nil && slices.Contains(gateways, dst.Addr()) && dst == netops.HostPrefix(dst.Addr())
+		if onLinkToGateway || r.GW != nil && slices.Contains(gateways, netops.AddrOf(r.GW)) {
 			own.routes = append(own.routes, r)
 		}
 	}
@@ -84,11 +85,11 @@ func checkHostVeth(a attachment, br *netlink.Bridge) (netlink.Link, error) {
 	if v.Flags&net.FlagUp == 0 {
 		return nil, checkFailed("host veth %s is down", v.Name)
 	}
-	pi, err := netlink.LinkGetProtinfo(v)
+	isolated, err := netops.IsIsolatedPort(v)
 	if err != nil {
 		return nil, cni.Wrap(cni.CodeInternal, err, "read the bridge port flags of %s", v.Name)
 	}
-	if !pi.Isolated {
+	if !isolated {
 		return nil, checkFailed("bridge port %s is not isolated: containers on bridge %s could reach each other", v.Name, br.Name)
 	}
 	if !isolationActive(br.Name) {
@@ -101,7 +102,7 @@ func checkHostVeth(a attachment, br *netlink.Bridge) (netlink.Link, error) {
 // ctrIfName: that it is the peer of the host veth and labelled with the
 // attachment, its MTU, and the addresses and routes of own.
 func checkContainer(a attachment, ctrIfName string, mtu, hostIndex int, own ownResult) error {
-	link, err := netlink.LinkByName(ctrIfName)
+	link, err := netops.LinkByName(ctrIfName)
 	if err != nil {
 		return checkFailed("no interface %s in the container: %v", ctrIfName, err)
 	}
@@ -138,34 +139,22 @@ func checkContainer(a attachment, ctrIfName string, mtu, hostIndex int, own ownR
 	return nil
 }
 
-func missingAddrs(want []net.IPNet, have []*net.IPNet) []string {
+func missingAddrs(want, have []netip.Prefix) []string {
 	var out []string
 	for _, w := range want {
-		found := false
-		for _, h := range have {
-			if h != nil && sameNet(*h, w) {
-				found = true
-				break
-			}
-		}
-		if !found {
+		if !slices.Contains(have, w) {
 			out = append(out, "address "+w.String()+" missing")
 		}
 	}
 	return out
 }
 
-func missingRoutes(want []*types.Route, have []netlink.Route) []string {
+func missingRoutes(want []*types.Route, have []netops.Route) []string {
 	var out []string
 	for _, w := range want {
-		found := false
-		for _, h := range have {
-			if h.Dst != nil && sameNet(*h.Dst, w.Dst) && (w.GW == nil && h.Gw == nil || w.GW != nil && w.GW.Equal(h.Gw)) {
-				found = true
-				break
-			}
-		}
-		if !found {
+		dst := netops.PrefixOf(&w.Dst)
+		gw := netops.AddrOf(w.GW)
+		if !slices.ContainsFunc(have, func(h netops.Route) bool { return h.Dst == dst && h.Via == gw }) {
 			out = append(out, "route "+describeRoute(w)+" missing")
 		}
 	}
@@ -174,28 +163,20 @@ func missingRoutes(want []*types.Route, have []netlink.Route) []string {
 
 // subnetRoutes reports routes to the subnet of an address: the route that
 // would let the container reach the other containers on the bridge.
-func subnetRoutes(addrs []net.IPNet, have []netlink.Route) []string {
+func subnetRoutes(addrs []netip.Prefix, have []netops.Route) []string {
 	var out []string
 	for _, a := range addrs {
-		ones, bits := a.Mask.Size()
-		if ones == bits {
+		if a.IsSingleIP() {
 			continue
 		}
-		subnet := net.IPNet{IP: a.IP.Mask(a.Mask), Mask: a.Mask}
+		subnet := a.Masked()
 		for _, h := range have {
-			if h.Dst != nil && sameNet(*h.Dst, subnet) {
+			if h.Dst == subnet {
 				out = append(out, "unexpected route to the bridge subnet "+subnet.String())
 			}
 		}
 	}
 	return out
-}
-
-// sameNet compares address and prefix length, whatever the byte forms.
-func sameNet(a, b net.IPNet) bool {
-	aOnes, aBits := a.Mask.Size()
-	bOnes, bBits := b.Mask.Size()
-	return a.IP.Equal(b.IP) && aOnes == bOnes && aBits == bBits
 }
 
 func checkFailed(format string, args ...any) error {

@@ -3,15 +3,14 @@ package vpcbridge
 import (
 	"errors"
 	"fmt"
-	"net"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
 	"github.com/vpcnet/vpcnet/internal/crashpoint"
+	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
 // The container side: the veth end called containerIfName (by default
@@ -25,34 +24,33 @@ import (
 // this interface. Only the gateways (on-link host routes) and the IPAM's
 // destinations (through the gateway) are reachable.
 func configureContainer(ifName string, p *containerPlan) (netlink.Link, error) {
-	link, err := netlink.LinkByName(ifName)
+	link, err := netops.LinkByName(ifName)
 	if err != nil {
 		return nil, cni.Wrap(cni.CodeInternal, err, "find %s in the container", ifName)
 	}
 	for _, ipc := range p.ips {
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: hostIP(ipc.Address.IP), Mask: ipc.Address.Mask}, Flags: unix.IFA_F_NOPREFIXROUTE}
-		if family(ipc.Address.IP) == unix.AF_INET6 {
-			addr.Flags |= unix.IFA_F_NODAD
-		}
-		if err := netlink.AddrAdd(link, addr); err != nil && !errors.Is(err, unix.EEXIST) {
-			return nil, cni.Wrap(cni.CodeInternal, err, "add address %s to %s", addr.IPNet, ifName)
+		addr := netops.PrefixOf(&ipc.Address) // planContainer checked it
+		if err := netops.AddAddressWithoutPrefixRoute(link, addr); err != nil {
+			return nil, cni.Wrap(cni.CodeInternal, err, "add address %s to %s", addr, ifName)
 		}
 	}
 	crashpoint.At(stepAddress)
-	if err := netlink.LinkSetUp(link); err != nil {
+	if err := netops.SetLinkUp(link); err != nil {
 		return nil, cni.Wrap(cni.CodeInternal, err, "bring %s up", ifName)
 	}
 	for _, r := range p.routes {
-		if err := netlink.RouteAdd(kernelRoute(link.Attrs().Index, r)); err != nil {
-			if errors.Is(err, unix.EEXIST) {
-				return nil, cni.Errorf(cni.CodeInternal, "failed to add route %s to %s: the container already has a route to %s", describeRoute(r), ifName, r.Dst.String())
-			}
+		dst := netops.PrefixOf(&r.Dst)
+		err := netops.AddRoute(link, dst, netops.AddrOf(r.GW), routeOptions(r))
+		if errors.Is(err, netops.ErrRouteExists) {
+			return nil, cni.Errorf(cni.CodeInternal, "failed to add route %s to %s: the container already has a route to %s", describeRoute(r), ifName, r.Dst.String())
+		}
+		if err != nil {
 			return nil, cni.Wrap(cni.CodeInternal, err, "add route %s to %s", describeRoute(r), ifName)
 		}
 	}
 	crashpoint.At(stepRoutes)
 	// Re-read the link: the result reports its MAC as the kernel has it.
-	return netlink.LinkByIndex(link.Attrs().Index)
+	return netops.LinkByIndex(link.Attrs().Index)
 }
 
 // configureContainerIn runs configureContainer in the container's namespace.
@@ -66,24 +64,16 @@ func configureContainerIn(netns ns.NetNS, ifName string, p *containerPlan) (netl
 	return link, err
 }
 
-// kernelRoute is r through the link with the given index.
-func kernelRoute(linkIndex int, r *types.Route) *netlink.Route {
-	dst := r.Dst
-	rt := &netlink.Route{
-		LinkIndex: linkIndex,
-		Dst:       &dst,
-		Gw:        r.GW,
-		MTU:       r.MTU,
-		AdvMSS:    r.AdvMSS,
-		Priority:  r.Priority,
-	}
+// routeOptions are the attributes of r beyond destination and gateway.
+func routeOptions(r *types.Route) netops.RouteOptions {
+	o := netops.RouteOptions{MTU: r.MTU, AdvMSS: r.AdvMSS, Priority: r.Priority}
 	if r.Table != nil {
-		rt.Table = *r.Table
+		o.Table = *r.Table
 	}
 	if r.Scope != nil {
-		rt.Scope = netlink.Scope(*r.Scope)
+		o.Scope = *r.Scope
 	}
-	return rt
+	return o
 }
 
 func describeRoute(r *types.Route) string {

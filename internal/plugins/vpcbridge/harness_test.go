@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,7 +71,7 @@ func newHost(t testing.TB) *host {
 		if err := netlink.LinkSetUp(lo); err != nil {
 			return err
 		}
-		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: netops.HostPrefix(net.ParseIP(endpointIP))}); err != nil {
+		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: netops.IPNet(netops.HostPrefix(netip.MustParseAddr(endpointIP)))}); err != nil {
 			return err
 		}
 		ln, err = net.Listen("tcp4", endpointIP+":0")

@@ -84,9 +84,8 @@ func addGateways(br *netlink.Bridge, p *containerPlan) error {
 // link of that name that is not a veth or is labelled for someone else.
 func attachmentVeth(a attachment) (v *netlink.Veth, foreign netlink.Link, err error) {
 	name := a.hostVethName()
-	l, err := netlink.LinkByName(name)
-	var nf netlink.LinkNotFoundError
-	if errors.As(err, &nf) {
+	l, err := netops.LinkByName(name)
+	if errors.Is(err, netops.ErrLinkNotFound) {
 		return nil, nil, nil
 	}
 	if err != nil {

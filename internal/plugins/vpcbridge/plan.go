@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -115,7 +116,7 @@ var scopeLink = int(unix.RT_SCOPE_LINK)
 // IPAM result: addresses, the bridge's gateway addresses, and routes.
 type containerPlan struct {
 	ips      []*current.IPConfig
-	gateways []*net.IPNet // on the bridge, with the prefix of the address they serve
+	gateways []netip.Prefix // on the bridge, with the prefix of the address they serve
 	// routes in the container: first an on-link host route to each gateway,
 	// then the IPAM's routes, each through its family's gateway.
 	routes []*types.Route
@@ -152,8 +153,10 @@ func planContainer(ipamType string, r *current.Result) (*containerPlan, error) {
 		}
 		if !seenGW[ipc.Gateway.String()] {
 			seenGW[ipc.Gateway.String()] = true
-			p.gateways = append(p.gateways, &net.IPNet{IP: hostIP(ipc.Gateway), Mask: ipc.Address.Mask})
-			p.routes = append(p.routes, &types.Route{Dst: *netops.HostPrefix(ipc.Gateway), Scope: &scopeLink})
+			ones, _ := ipc.Address.Mask.Size()
+			gw := netops.AddrOf(ipc.Gateway)
+			p.gateways = append(p.gateways, netip.PrefixFrom(gw, ones))
+			p.routes = append(p.routes, &types.Route{Dst: *netops.IPNet(netops.HostPrefix(gw)), Scope: &scopeLink})
 		}
 	}
 	for _, r := range r.Routes {
@@ -176,14 +179,6 @@ func family(ip net.IP) int {
 		return unix.AF_INET
 	}
 	return unix.AF_INET6
-}
-
-// hostIP is ip in its shortest form, so that masks and lengths agree.
-func hostIP(ip net.IP) net.IP {
-	if v4 := ip.To4(); v4 != nil {
-		return v4
-	}
-	return ip
 }
 
 // iface describes a link for the result.

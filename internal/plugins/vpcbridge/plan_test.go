@@ -3,12 +3,12 @@ package vpcbridge
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/vishvananda/netlink"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
 	"github.com/vpcnet/vpcnet/internal/netops"
@@ -145,21 +145,20 @@ func TestAlias(t *testing.T) {
 }
 
 func TestCheckComparisons(t *testing.T) {
-	addr := cidr("169.254.172.5/22")
-	ipn := func(s string) *net.IPNet { n := cidr(s); return &n }
+	addr := netip.MustParsePrefix("169.254.172.5/22")
 	gw := net.ParseIP("169.254.172.1")
 	want := []*types.Route{
 		{Dst: cidr("169.254.172.1/32"), Scope: &scopeLink},
 		{Dst: cidr("169.254.170.2/32"), GW: gw},
 	}
-	good := []netlink.Route{
-		{Dst: ipn("169.254.172.1/32")},
-		{Dst: ipn("169.254.170.2/32"), Gw: gw.To4()},
+	good := []netops.Route{
+		{Dst: netip.MustParsePrefix("169.254.172.1/32")},
+		{Dst: netip.MustParsePrefix("169.254.170.2/32"), Via: netip.MustParseAddr("169.254.172.1")},
 	}
-	if p := missingAddrs([]net.IPNet{addr}, []*net.IPNet{ipn("169.254.172.5/22")}); len(p) != 0 {
+	if p := missingAddrs([]netip.Prefix{addr}, []netip.Prefix{netip.MustParsePrefix("169.254.172.5/22")}); len(p) != 0 {
 		t.Errorf("present address reported: %v", p)
 	}
-	if p := missingAddrs([]net.IPNet{addr}, []*net.IPNet{ipn("169.254.172.5/24")}); len(p) != 1 {
+	if p := missingAddrs([]netip.Prefix{addr}, []netip.Prefix{netip.MustParsePrefix("169.254.172.5/24")}); len(p) != 1 {
 		t.Errorf("address with another prefix length not reported: %v", p)
 	}
 	if p := missingRoutes(want, good); len(p) != 0 {
@@ -168,15 +167,15 @@ func TestCheckComparisons(t *testing.T) {
 	if p := missingRoutes(want, good[:1]); len(p) != 1 || !strings.Contains(p[0], "169.254.170.2/32 via 169.254.172.1") {
 		t.Errorf("missing endpoint route: %v", p)
 	}
-	wrongGW := []netlink.Route{good[0], {Dst: ipn("169.254.170.2/32"), Gw: net.ParseIP("169.254.172.9")}}
+	wrongGW := []netops.Route{good[0], {Dst: netip.MustParsePrefix("169.254.170.2/32"), Via: netip.MustParseAddr("169.254.172.9")}}
 	if p := missingRoutes(want, wrongGW); len(p) != 1 {
 		t.Errorf("route via another gateway not reported: %v", p)
 	}
-	if p := subnetRoutes([]net.IPNet{addr}, good); len(p) != 0 {
+	if p := subnetRoutes([]netip.Prefix{addr}, good); len(p) != 0 {
 		t.Errorf("subnet route reported where there is none: %v", p)
 	}
-	withSubnet := append(good, netlink.Route{Dst: ipn("169.254.172.0/22")})
-	if p := subnetRoutes([]net.IPNet{addr}, withSubnet); len(p) != 1 {
+	withSubnet := append(good, netops.Route{Dst: netip.MustParsePrefix("169.254.172.0/22")})
+	if p := subnetRoutes([]netip.Prefix{addr}, withSubnet); len(p) != 1 {
 		t.Errorf("subnet route not reported: %v", p)
 	}
 }

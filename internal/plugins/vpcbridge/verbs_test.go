@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -142,7 +143,7 @@ func (h *host) verifyAttached(t *testing.T, tk *task) net.IP {
 		if err != nil {
 			return err
 		}
-		if !slices.ContainsFunc(addrs, func(a *net.IPNet) bool { return a.String() == gatewayIP+"/22" }) {
+		if !slices.ContainsFunc(addrs, func(a netip.Prefix) bool { return a.String() == gatewayIP+"/22" }) {
 			t.Errorf("bridge addresses %v lack the gateway %s/22", addrs, gatewayIP)
 		}
 		v, err := netlink.LinkByName(hostVeth.Name)
@@ -644,7 +645,7 @@ func TestCheckDetectsDrift(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	endpoint := &netlink.Route{Dst: netops.HostPrefix(net.ParseIP(endpointIP)), Gw: net.ParseIP(gatewayIP)}
+	endpoint := &netlink.Route{Dst: netops.IPNet(netops.HostPrefix(netip.MustParseAddr(endpointIP))), Gw: net.ParseIP(gatewayIP)}
 	inCtr(func(l netlink.Link) error { endpoint.LinkIndex = l.Attrs().Index; return netlink.RouteDel(endpoint) })
 	wantCode(t, h.check(check), 999, "route "+endpointIP+"/32 via "+gatewayIP+" missing")
 	inCtr(func(netlink.Link) error { return netlink.RouteAdd(endpoint) })
@@ -871,7 +872,7 @@ func TestBadInput(t *testing.T) {
 		if err := netlink.LinkSetUp(l); err != nil {
 			return err
 		}
-		return netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: netops.HostPrefix(net.ParseIP(endpointIP)), Scope: netlink.SCOPE_LINK})
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: netops.IPNet(netops.HostPrefix(netip.MustParseAddr(endpointIP))), Scope: netlink.SCOPE_LINK})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -956,7 +957,7 @@ func TestDualStack(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if err := netops.AddAddress(lo, netops.HostPrefix(net.ParseIP(endpoint6))); err != nil {
+		if err := netops.AddAddress(lo, netops.HostPrefix(netip.MustParseAddr(endpoint6))); err != nil {
 			return err
 		}
 		ln, err = net.Listen("tcp6", "["+endpoint6+"]:0")

@@ -68,28 +68,22 @@ func expectedState(conf *Config, prev *types100.Result, ifName string) (eniState
 		if ip.Interface == nil || *ip.Interface != index {
 			continue
 		}
-		if p, ok := prefixOf(&ip.Address); ok {
+		if p := netops.PrefixOf(&ip.Address); p.IsValid() {
 			want.Addresses = append(want.Addresses, p)
 		}
 	}
-	addrs := make([]*net.IPNet, len(want.Addresses))
-	for i, p := range want.Addresses {
-		n := ipNet(p)
-		addrs[i] = &n
-	}
 	for _, r := range prev.Routes {
-		gw, ok := netip.AddrFromSlice(r.GW)
-		gw = gw.Unmap()
-		if !ok || !slices.Contains(conf.Gateways, gw) {
+		gw := netops.AddrOf(r.GW)
+		if !gw.IsValid() || !slices.Contains(conf.Gateways, gw) {
 			continue // another plugin's route
 		}
-		dst, ok := prefixOf(&r.Dst)
-		if !ok {
+		dst := netops.PrefixOf(&r.Dst)
+		if !dst.IsValid() {
 			continue
 		}
 		want.Routes = append(want.Routes, route{Dst: dst, GW: gw})
-		if netops.NeedsOnLinkRoute(r.GW, addrs) {
-			want.Routes = append(want.Routes, route{Dst: netip.PrefixFrom(gw, gw.BitLen())})
+		if netops.NeedsOnLinkRoute(gw, want.Addresses) {
+			want.Routes = append(want.Routes, route{Dst: netops.HostPrefix(gw)})
 		}
 	}
 	if conf.BlockInstanceMetadata {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -44,8 +43,6 @@ var (
 	// errNoENI says the ENI is neither in the host namespace nor in the
 	// container.
 	errNoENI = errors.New("ENI not found")
-	// errNameTaken says another link holds the name the ENI is to get.
-	errNameTaken = errors.New("name taken by another link")
 )
 
 // findByMAC returns the link with mac in the current namespace, or nil.
@@ -81,9 +78,8 @@ func locate(mac net.HardwareAddr, ctr ns.NetNS) (link netlink.Link, inHost bool,
 // container, before anything has moved.
 func checkNameFree(ctr ns.NetNS, ifName string) error {
 	return ctr.Do(func(ns.NetNS) error {
-		l, err := netlink.LinkByName(ifName)
-		var notFound netlink.LinkNotFoundError
-		if errors.As(err, &notFound) {
+		l, err := netops.LinkByName(ifName)
+		if errors.Is(err, netops.ErrLinkNotFound) {
 			return nil
 		}
 		if err != nil {
@@ -103,7 +99,7 @@ func recordHost(link netlink.Link) error {
 		return nil
 	}
 	rec := hostRecord{Name: attrs.Name, MTU: attrs.MTU, Alias: attrs.Alias}
-	if err := netlink.LinkSetAlias(link, rec.String()); err != nil {
+	if err := netops.SetAlias(link, rec.String()); err != nil {
 		return fmt.Errorf("failed to record the host name of %s in its alias: %w", attrs.Name, err)
 	}
 	return nil
@@ -135,25 +131,22 @@ func configure(conf *Config, ifName string) error {
 	if link == nil {
 		return fmt.Errorf("%w: the ENI left the container while it was being configured", errNoENI)
 	}
-	if link, err = rename(link, ifName); errors.Is(err, errNameTaken) {
+	if link, err = netops.RenameLink(link, ifName); errors.Is(err, netops.ErrNameTaken) {
 		return cni.EnvError("CNI_IFNAME", "%s is already taken in the container by another link", ifName)
 	} else if err != nil {
 		return err
 	}
 	crashpoint.At(stepRenamed)
 	if conf.StayDown {
-		if err := netlink.LinkSetDown(link); err != nil {
-			return fmt.Errorf("failed to set %s down: %w", ifName, err)
-		}
-		return nil
+		return netops.SetLinkDown(link)
 	}
 	if conf.MTU != 0 && link.Attrs().MTU != conf.MTU {
-		if err := netlink.LinkSetMTU(link, conf.MTU); err != nil {
-			return fmt.Errorf("failed to set the MTU of %s to %d: %w", ifName, conf.MTU, err)
+		if err := netops.SetMTU(link, conf.MTU); err != nil {
+			return err
 		}
 	}
 	crashpoint.At(stepMTU)
-	if err := netops.SetAddresses(link, ipNets(conf.Addresses)); err != nil {
+	if err := netops.SetAddresses(link, conf.Addresses); err != nil {
 		return err
 	}
 	crashpoint.At(stepAddresses)
@@ -161,47 +154,24 @@ func configure(conf *Config, ifName string) error {
 	// reach the metadata service in between.
 	if conf.BlockInstanceMetadata {
 		for _, dst := range instanceMetadata {
-			n := ipNet(dst)
-			if err := netops.AddBlackhole(&n); err != nil {
+			if err := netops.AddBlackhole(dst); err != nil {
 				return err
 			}
 		}
 	}
 	crashpoint.At(stepBlackholes)
-	if err := netlink.LinkSetUp(link); err != nil {
-		return fmt.Errorf("failed to set %s up: %w", ifName, err)
+	if err := netops.SetLinkUp(link); err != nil {
+		return err
 	}
 	crashpoint.At(stepUp)
 	// Routes last: the kernel takes a gateway only on a link that is up.
 	for _, gw := range conf.Gateways {
-		if err := netops.AddDefaultRoute(link, ipOf(gw)); err != nil {
+		if err := netops.AddDefaultRoute(link, gw); err != nil {
 			return err
 		}
 	}
 	crashpoint.At(stepRoutes)
 	return nil
-}
-
-// rename gives the link the name ifName in the current namespace; the
-// kernel renames only links that are down.
-func rename(link netlink.Link, ifName string) (netlink.Link, error) {
-	if link.Attrs().Name == ifName {
-		return link, nil
-	}
-	if err := netlink.LinkSetDown(link); err != nil {
-		return nil, fmt.Errorf("failed to set %s down to rename it: %w", link.Attrs().Name, err)
-	}
-	if err := netlink.LinkSetName(link, ifName); err != nil {
-		if _, taken := netlink.LinkByName(ifName); taken == nil {
-			return nil, fmt.Errorf("failed to rename %s to %s: %w", link.Attrs().Name, ifName, errNameTaken)
-		}
-		return nil, fmt.Errorf("failed to rename %s to %s: %w", link.Attrs().Name, ifName, err)
-	}
-	renamed, err := netlink.LinkByName(ifName)
-	if err != nil {
-		return nil, fmt.Errorf("failed to find %s after renaming it: %w", ifName, err)
-	}
-	return renamed, nil
 }
 
 // detach gives the ENI back to the host: out of the container (when ctr is
@@ -227,8 +197,7 @@ func detach(mac net.HardwareAddr, host, ctr ns.NetNS, blockedIMDS bool) error {
 func leaveContainer(mac net.HardwareAddr, host ns.NetNS, blockedIMDS bool) error {
 	if blockedIMDS {
 		for _, dst := range instanceMetadata {
-			n := ipNet(dst)
-			if err := netops.DeleteBlackhole(&n); err != nil {
+			if err := netops.DeleteBlackhole(dst); err != nil {
 				return err
 			}
 		}
@@ -244,8 +213,8 @@ func leaveContainer(mac net.HardwareAddr, host ns.NetNS, blockedIMDS bool) error
 	if err := netops.FlushAddresses(link); err != nil {
 		return err
 	}
-	if err := netlink.LinkSetDown(link); err != nil {
-		return fmt.Errorf("failed to set %s down: %w", name, err)
+	if err := netops.SetLinkDown(link); err != nil {
+		return err
 	}
 	crashpoint.At(stepReleased)
 	hostName, err := freeHostName(host, link)
@@ -278,7 +247,7 @@ func freeHostName(host ns.NetNS, link netlink.Link) (string, error) {
 // nameFreeFor returns want unless a link with another MAC holds it in the
 // current namespace; then fallbackHostName(mac).
 func nameFreeFor(want string, mac net.HardwareAddr) string {
-	if l, err := netlink.LinkByName(want); err == nil && l.Attrs().HardwareAddr.String() != mac.String() {
+	if l, err := netops.LinkByName(want); err == nil && l.Attrs().HardwareAddr.String() != mac.String() {
 		slog.Warn("host name of the ENI is taken, using another", "taken", want, "mac", mac.String())
 		return fallbackHostName(mac)
 	}
@@ -299,17 +268,17 @@ func restoreHost(mac net.HardwareAddr) error {
 		return nil
 	}
 	if name := nameFreeFor(rec.Name, mac); link.Attrs().Name != name {
-		if link, err = rename(link, name); err != nil {
+		if link, err = netops.RenameLink(link, name); err != nil {
 			return err
 		}
 	}
 	if rec.MTU != 0 && link.Attrs().MTU != rec.MTU {
-		if err := netlink.LinkSetMTU(link, rec.MTU); err != nil {
-			return fmt.Errorf("failed to restore the MTU of %s to %d: %w", link.Attrs().Name, rec.MTU, err)
+		if err := netops.SetMTU(link, rec.MTU); err != nil {
+			return fmt.Errorf("failed to restore the MTU: %w", err)
 		}
 	}
-	if err := netlink.LinkSetAlias(link, rec.Alias); err != nil {
-		return fmt.Errorf("failed to restore the alias of %s: %w", link.Attrs().Name, err)
+	if err := netops.SetAlias(link, rec.Alias); err != nil {
+		return fmt.Errorf("failed to restore the alias: %w", err)
 	}
 	return nil
 }
@@ -327,37 +296,18 @@ func observe(ctr ns.NetNS, mac net.HardwareAddr) (eniState, error) {
 		}
 		attrs := link.Attrs()
 		got = eniState{Name: attrs.Name, MAC: attrs.HardwareAddr.String(), Up: attrs.Flags&net.FlagUp != 0, MTU: attrs.MTU}
-		addrs, err := netops.Addresses(link)
-		if err != nil {
+		if got.Addresses, err = netops.Addresses(link); err != nil {
 			return err
-		}
-		for _, a := range addrs {
-			if p, ok := prefixOf(a); ok {
-				got.Addresses = append(got.Addresses, p)
-			}
 		}
 		routes, err := netops.Routes(link)
 		if err != nil {
 			return err
 		}
 		for _, r := range routes {
-			dst, ok := prefixOf(r.Dst)
-			if !ok {
-				continue
-			}
-			gw, _ := netip.AddrFromSlice(r.Gw)
-			got.Routes = append(got.Routes, route{Dst: dst, GW: gw.Unmap()})
+			got.Routes = append(got.Routes, route{Dst: r.Dst, GW: r.Via})
 		}
-		blackholes, err := netops.Blackholes()
-		if err != nil {
-			return err
-		}
-		for _, b := range blackholes {
-			if p, ok := prefixOf(b); ok {
-				got.Blackholes = append(got.Blackholes, p)
-			}
-		}
-		return nil
+		got.Blackholes, err = netops.Blackholes()
+		return err
 	})
 	return got, err
 }
@@ -370,13 +320,4 @@ func namespaceID() string {
 		return "the plugin's network namespace"
 	}
 	return id
-}
-
-func ipNets(list []netip.Prefix) []*net.IPNet {
-	out := make([]*net.IPNet, len(list))
-	for i, p := range list {
-		n := ipNet(p)
-		out[i] = &n
-	}
-	return out
 }

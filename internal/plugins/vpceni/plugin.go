@@ -210,7 +210,7 @@ func GC(_ context.Context, args *skel.CmdArgs) error {
 // Status reports the plugin available when it can talk to the kernel's
 // netlink in its namespace, all an ADD needs besides the ENI itself.
 func Status(context.Context, *skel.CmdArgs) error {
-	if _, err := netlink.LinkList(); err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+	if _, err := netops.ListLinks(); err != nil {
 		return cni.Errorf(cni.CodePluginNotAvailable, "cannot list links over netlink: %v", err)
 	}
 	return nil

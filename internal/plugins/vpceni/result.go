@@ -1,11 +1,12 @@
 package vpceni
 
 import (
-	"net"
 	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
 // buildResult is what ADD reports: the ENI as an interface in the
@@ -32,14 +33,14 @@ func buildResult(conf *Config, prev *types100.Result, ifName, netns string) *typ
 		return res
 	}
 	for _, p := range conf.Addresses {
-		ip := &types100.IPConfig{Interface: types100.Int(index), Address: ipNet(p)}
+		ip := &types100.IPConfig{Interface: types100.Int(index), Address: *netops.IPNet(p)}
 		if gw, ok := gatewayFor(conf.Gateways, p.Addr()); ok {
-			ip.Gateway = ipOf(gw)
+			ip.Gateway = netops.IP(gw)
 		}
 		res.IPs = append(res.IPs, ip)
 	}
 	for _, gw := range conf.Gateways {
-		res.Routes = append(res.Routes, &types.Route{Dst: defaultDst(gw), GW: ipOf(gw)})
+		res.Routes = append(res.Routes, &types.Route{Dst: *netops.IPNet(netops.DefaultDestination(gw)), GW: netops.IP(gw)})
 	}
 	return res
 }
@@ -56,30 +57,4 @@ func gatewayFor(gws []netip.Addr, a netip.Addr) (netip.Addr, bool) {
 
 func dnsEmpty(d types.DNS) bool {
 	return len(d.Nameservers) == 0 && d.Domain == "" && len(d.Search) == 0 && len(d.Options) == 0
-}
-
-// ipNet converts a prefix to the address-with-mask form of CNI results and
-// netlink, keeping the address's host bits.
-func ipNet(p netip.Prefix) net.IPNet {
-	bits := p.Addr().BitLen()
-	return net.IPNet{IP: ipOf(p.Addr()), Mask: net.CIDRMask(p.Bits(), bits)}
-}
-
-func ipOf(a netip.Addr) net.IP { return net.IP(a.AsSlice()) }
-
-func defaultDst(gw netip.Addr) net.IPNet {
-	if gw.Is4() {
-		return net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
-	}
-	return net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
-}
-
-// prefixOf converts the kernel's address-with-mask to a prefix.
-func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
-	a, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(a.Unmap(), ones), true
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vpcnet/vpcnet/internal/cni"
 	"github.com/vpcnet/vpcnet/internal/ipam"
+	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
 // Where the store is and how long to wait for its lock, when the config does
@@ -347,7 +348,7 @@ func parseRoute(field string, rc routeConf, only func(netip.Addr) bool, famName 
 	if only != nil && !only(dst.Addr()) {
 		return nil, cni.FieldError(field+".dst", "%s is not an %s destination", dst, famName)
 	}
-	r := &types.Route{Dst: *prefixIPNet(dst.Masked()), MTU: rc.MTU, AdvMSS: rc.AdvMSS, Priority: rc.Priority, Table: rc.Table, Scope: rc.Scope}
+	r := &types.Route{Dst: *netops.IPNet(dst.Masked()), MTU: rc.MTU, AdvMSS: rc.AdvMSS, Priority: rc.Priority, Table: rc.Table, Scope: rc.Scope}
 	if rc.GW != "" {
 		gw, err := parseAddr(field+".gw", rc.GW)
 		if err != nil {
@@ -356,7 +357,7 @@ func parseRoute(field string, rc routeConf, only func(netip.Addr) bool, famName 
 		if gw.Is4() != dst.Addr().Is4() {
 			return nil, cni.FieldError(field+".gw", "%s and destination %s are of different address families", gw, dst)
 		}
-		r.GW = gw.AsSlice()
+		r.GW = netops.IP(gw)
 	}
 	return r, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vpcnet/vpcnet/internal/cni"
 	"github.com/vpcnet/vpcnet/internal/ipam"
+	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
 func noEnv(string) string { return "" }
@@ -258,7 +259,7 @@ func TestCheckHeld(t *testing.T) {
 	prev := func(addrs ...string) *types100.Result {
 		r := &types100.Result{}
 		for _, s := range addrs {
-			r.IPs = append(r.IPs, &types100.IPConfig{Address: *prefixIPNet(netip.MustParsePrefix(s))})
+			r.IPs = append(r.IPs, &types100.IPConfig{Address: *netops.IPNet(netip.MustParsePrefix(s))})
 		}
 		return r
 	}

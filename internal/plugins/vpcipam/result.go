@@ -1,7 +1,6 @@
 package vpcipam
 
 import (
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/vpcnet/vpcnet/internal/cni"
 	"github.com/vpcnet/vpcnet/internal/ipam"
+	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
 // Result is the CNI result of an allocation: its addresses with their
@@ -19,17 +19,13 @@ import (
 func Result(a ipam.Allocation, routes []*types.Route) *types100.Result {
 	r := &types100.Result{CNIVersion: types100.ImplementedSpecVersion, Routes: routes}
 	for _, ip := range a.IPs {
-		c := &types100.IPConfig{Address: *prefixIPNet(ip.Address)}
+		c := &types100.IPConfig{Address: *netops.IPNet(ip.Address)}
 		if ip.Gateway.IsValid() {
-			c.Gateway = ip.Gateway.AsSlice()
+			c.Gateway = netops.IP(ip.Gateway)
 		}
 		r.IPs = append(r.IPs, c)
 	}
 	return r
-}
-
-func prefixIPNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
 // prevResult reads the result a CHECK is to verify, in any version.
@@ -47,11 +43,10 @@ func prevResult(stdin []byte) (*types100.Result, error) {
 func CheckHeld(pool ipam.Pool, held ipam.Allocation, prev *types100.Result) error {
 	var reported []netip.Addr
 	for _, ip := range prev.IPs {
-		a, ok := netip.AddrFromSlice(ip.Address.IP)
-		if !ok {
+		a := netops.AddrOf(ip.Address.IP)
+		if !a.IsValid() {
 			continue
 		}
-		a = a.Unmap()
 		if slices.ContainsFunc(pool.Sets, func(s ipam.RangeSet) bool { return s.InSubnet(a) }) {
 			reported = append(reported, a)
 		}
