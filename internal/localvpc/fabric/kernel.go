@@ -343,7 +343,7 @@ func (f *fabricNS) reconcileRoutes(want state) error {
 			haveRoutes = append(haveRoutes, route{Dst: netops.PrefixOf(r.Dst), Dev: name[r.LinkIndex], Via: netops.AddrOf(r.Gw)})
 		}
 	}
-	replace, remove := planRoutes(want.Routes, haveRoutes)
+	replace, remove := netops.DiffRoutes(want.Routes, haveRoutes)
 	for _, r := range replace {
 		idx := index[r.Dev]
 		if !up[r.Dev] {
@@ -382,7 +382,7 @@ func (f *fabricNS) reconcileRoutes(want state) error {
 			}
 		}
 	}
-	set, drop := planNeighbours(want.Neighbours, haveNeigh)
+	set, drop := netops.DiffPermanentNeighbors(want.Neighbours, haveNeigh)
 	for _, n := range drop {
 		nn := &netlink.Neigh{LinkIndex: index[n.Dev], Family: familyOf(n.Addr), IP: n.Addr.AsSlice()}
 		if err := f.nl.NeighDel(nn); err != nil && !errors.Is(err, unix.ENOENT) {

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
 // This file turns a Spec into the kernel objects the datapath needs and
@@ -94,21 +96,15 @@ type hostConfig struct {
 }
 
 // route sends Dst to an ENI's device, through Via when Dst is a delegated
-// prefix (Via then has a static neighbour entry with the ENI's MAC).
-type route struct {
-	Dst netip.Prefix
-	Dev string
-	Via netip.Addr
-}
+// prefix (Via then has a static neighbour entry with the ENI's MAC). The
+// type, and the diff of wanted and present routes, are netops'.
+type route = netops.Route
 
 // neighbour is a permanent neighbour entry: the fabric knows every ENI's
 // MAC, as the VPC does, so it delivers to an address whether or not the
 // instance would answer ARP for it (a pod's address behind a node's ENI).
-type neighbour struct {
-	Dev  string
-	Addr netip.Addr
-	MAC  string
-}
+// The type, and its diff, are netops'.
+type neighbour = netops.PermanentNeighbor
 
 // proxy is a proxy NDP entry: the fabric answers neighbour solicitations for
 // Addr arriving on Dev with its own MAC.
@@ -309,59 +305,6 @@ func planLinks(want map[string]device, have []linkState) linkPlan {
 	slices.Sort(p.Remove)
 	slices.SortFunc(p.Create, func(a, b device) int { return strings.Compare(a.Name, b.Name) })
 	return p
-}
-
-// planRoutes returns the routes to install (replacing whatever route the
-// destination has, so a moved address switches devices in one step) and
-// the routes to delete afterwards.
-func planRoutes(want map[netip.Prefix]route, have []route) (replace, remove []route) {
-	ok := map[netip.Prefix]bool{}
-	for _, r := range have {
-		if want[r.Dst] == r {
-			ok[r.Dst] = true
-		} else {
-			remove = append(remove, r)
-		}
-	}
-	for dst, r := range want {
-		if !ok[dst] {
-			replace = append(replace, r)
-		}
-	}
-	byDst := func(a, b route) int { return cmp.Or(comparePrefix(a.Dst, b.Dst), strings.Compare(a.Dev, b.Dev)) }
-	slices.SortFunc(replace, byDst)
-	slices.SortFunc(remove, byDst)
-	return replace, remove
-}
-
-// planNeighbours returns the entries to set (add or change the MAC) and the
-// ones to delete. An entry is identified by device and address.
-func planNeighbours(want, have []neighbour) (set, remove []neighbour) {
-	type key struct {
-		dev  string
-		addr netip.Addr
-	}
-	wanted := map[key]neighbour{}
-	for _, n := range want {
-		wanted[key{n.Dev, n.Addr}] = n
-	}
-	present := map[key]bool{}
-	for _, n := range have {
-		k := key{n.Dev, n.Addr}
-		w, ok := wanted[k]
-		switch {
-		case ok && w == n:
-			present[k] = true
-		case !ok:
-			remove = append(remove, n)
-		}
-	}
-	for _, n := range want {
-		if !present[key{n.Dev, n.Addr}] {
-			set = append(set, n)
-		}
-	}
-	return set, remove
 }
 
 // diffSets returns what is in want but not in have, and the reverse.

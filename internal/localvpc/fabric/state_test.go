@@ -173,54 +173,6 @@ func TestPlanLinks(t *testing.T) {
 	}
 }
 
-func TestPlanRoutes(t *testing.T) {
-	r := func(dst, dev, via string) route {
-		rt := route{Dst: netip.MustParsePrefix(dst), Dev: dev}
-		if via != "" {
-			rt.Via = netip.MustParseAddr(via)
-		}
-		return rt
-	}
-	want := map[netip.Prefix]route{}
-	for _, rt := range []route{r("10.0.0.10/32", "e01", ""), r("10.0.0.50/32", "e02", ""), r("10.0.0.64/28", "e01", "10.0.0.10")} {
-		want[rt.Dst] = rt
-	}
-	tests := []struct {
-		name            string
-		have            []route
-		replace, remove []route
-	}{
-		{"nothing yet", nil, []route{r("10.0.0.10/32", "e01", ""), r("10.0.0.50/32", "e02", ""), r("10.0.0.64/28", "e01", "10.0.0.10")}, nil},
-		{"all there", []route{r("10.0.0.10/32", "e01", ""), r("10.0.0.50/32", "e02", ""), r("10.0.0.64/28", "e01", "10.0.0.10")}, nil, nil},
-		{"moved address", []route{r("10.0.0.10/32", "e01", ""), r("10.0.0.50/32", "e01", ""), r("10.0.0.64/28", "e01", "10.0.0.10")},
-			[]route{r("10.0.0.50/32", "e02", "")}, []route{r("10.0.0.50/32", "e01", "")}},
-		{"unassigned address", []route{r("10.0.0.10/32", "e01", ""), r("10.0.0.50/32", "e02", ""), r("10.0.0.64/28", "e01", "10.0.0.10"), r("10.0.0.99/32", "e02", "")},
-			nil, []route{r("10.0.0.99/32", "e02", "")}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			replace, remove := planRoutes(want, tt.have)
-			if !slices.Equal(replace, tt.replace) || !slices.Equal(remove, tt.remove) {
-				t.Fatalf("planRoutes: replace %v remove %v; want %v %v", replace, remove, tt.replace, tt.remove)
-			}
-		})
-	}
-}
-
-func TestPlanNeighbours(t *testing.T) {
-	n := func(dev, addr, mac string) neighbour {
-		return neighbour{Dev: dev, Addr: netip.MustParseAddr(addr), MAC: mac}
-	}
-	want := []neighbour{n("e01", "10.0.0.10", "m1"), n("e02", "10.0.0.50", "m2")}
-	have := []neighbour{n("e01", "10.0.0.10", "old"), n("e01", "10.0.0.50", "m1"), n("e02", "10.0.0.50", "m2")}
-	set, remove := planNeighbours(want, have)
-	// A changed MAC is overwritten, not deleted (deleting after setting
-	// would remove the new entry); an address that moved away is deleted.
-	if !slices.Equal(set, []neighbour{n("e01", "10.0.0.10", "m1")}) || !slices.Equal(remove, []neighbour{n("e01", "10.0.0.50", "m1")}) {
-		t.Fatalf("planNeighbours: set %v remove %v", set, remove)
-	}
-}
-
 func TestRuleLines(t *testing.T) {
 	p := netip.MustParsePrefix
 	tests := []struct {
