@@ -1,8 +1,11 @@
 // Package netops is vpcnet's boundary with the Linux network stack: named
-// network namespaces, finding and moving links, veths, addresses and routes.
+// network namespaces, finding and moving links, veths, bridges, addresses
+// and routes, and the desired-state diffs of routes and neighbour entries.
 // Everything that asks the kernel to change the network goes through here, so
-// the plugins, the local VPC and the task launcher share one way of doing each
-// thing. Entering a namespace is always done with
+// the plugins, the task launcher, the node agent and the local VPC share one
+// way of doing each thing. Its API speaks netip (netip.Addr, netip.Prefix);
+// net.IP and net.IPNet, the types of netlink and of CNI results, appear only
+// in its converters (convert.go). Entering a namespace is always done with
 // github.com/containernetworking/plugins/pkg/ns (ns.WithNetNSPath or
 // NetNS.Do), which pins the OS thread for the duration of the call.
 package netops
