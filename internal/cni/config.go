@@ -33,15 +33,21 @@ func DecodeConfig(data []byte, v any) error {
 	var head struct {
 		CNIVersion string `json:"cniVersion"`
 	}
-	if err := json.Unmarshal(data, &head); err == nil {
-		if err := CheckVersion(head.CNIVersion); err != nil {
-			return err
-		}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return decodeError(err)
 	}
-	err := json.Unmarshal(data, v)
-	if err == nil {
-		return nil
+	if err := CheckVersion(head.CNIVersion); err != nil {
+		return err
 	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return decodeError(err)
+	}
+	return nil
+}
+
+// decodeError gives an error of json.Unmarshal its CNI code: a value of the
+// wrong type names the field (7), anything else is a decoding failure (6).
+func decodeError(err error) error {
 	var typeErr *json.UnmarshalTypeError
 	if errors.As(err, &typeErr) {
 		field := typeErr.Field

@@ -70,6 +70,8 @@ func TestDecodeConfigErrors(t *testing.T) {
 		{`{"cniVersion":"1.0.0","mtu":"big"}`, CodeInvalidConfig, `field "mtu"`},
 		{`{"cniVersion":"0.2.0"}`, CodeIncompatibleVersion, `field "cniVersion": "0.2.0" is not supported`},
 		{`{"mtu":1}`, CodeIncompatibleVersion, `field "cniVersion": missing`},
+		{`{"cniVersion":1.1}`, CodeInvalidConfig, `field "cniVersion": expected string`},
+		{`["cniVersion"]`, CodeInvalidConfig, `field "(top level)"`},
 	}
 	for _, tt := range tests {
 		err := DecodeConfig([]byte(tt.conf), &v)

@@ -113,7 +113,7 @@ func cniError(t *testing.T, err error, code uint, msg string) {
 	}
 }
 
-func TestLoadConfigErrors(t *testing.T) {
+func TestDecodeConfigErrors(t *testing.T) {
 	ranges := func(r string) string { return `{"cniVersion":"1.0.0","name":"n","ipam":{"ranges":` + r + `}}` }
 	ipamOnly := func(i string) string { return `{"cniVersion":"1.0.0","name":"n","ipam":{` + i + `}}` }
 	v4 := `"ipv4Subnet":"10.0.0.0/24"`
