@@ -462,7 +462,7 @@ func asCurrent(t testing.TB, r types.Result) *current.Result {
 // means in the tests.
 func snapshot(t testing.TB, n ns.NetNS) string {
 	t.Helper()
-	s := testenv.NetState(t, n, nil)
+	s := testenv.NetState(t, n, kernelManaged)
 	var lines []string
 	err := n.Do(func(ns.NetNS) error {
 		rules, err := netops.Rules(0)
@@ -476,6 +476,13 @@ func snapshot(t testing.TB, n ns.NetNS) string {
 	}
 	slices.Sort(lines)
 	return s + "\n" + strings.Join(lines, "\n")
+}
+
+// kernelManaged tells a host veth's IPv6 link-local address and its
+// link-local and multicast routes: the kernel adds them in its own time
+// after the veth comes up, and they go with the veth.
+func kernelManaged(dev string, ip net.IP) bool {
+	return strings.HasPrefix(dev, nodeapi.DefaultVethPrefix) && ip.To4() == nil && (ip.IsLinkLocalUnicast() || ip.IsMulticast())
 }
 
 // podRules returns vpc-pod's rules on the node.
@@ -589,4 +596,23 @@ func dial(n ns.NetNS, addr string) (string, error) {
 		return err
 	})
 	return strings.TrimSpace(line), err
+}
+
+// agentState is the part of the test agent a test case may change.
+type agentState struct {
+	free   []string
+	addErr error
+	mtu    int32
+}
+
+func (a *fakeAgent) snapshotState() agentState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return agentState{free: slices.Clone(a.free), addErr: a.addErr, mtu: a.mtu}
+}
+
+func (a *fakeAgent) restoreState(s agentState) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.free, a.addErr, a.mtu = s.free, s.addErr, s.mtu
 }

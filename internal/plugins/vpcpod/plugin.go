@@ -106,6 +106,12 @@ func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 	log, closeLog := conf.logger("container", args.ContainerID, "ifname", args.IfName, "pod", pod.namespace+"/"+pod.name)
 	defer closeLog()
 
+	ag, err := newAgent(conf.Socket)
+	if err != nil {
+		return nil, err
+	}
+	defer ag.close() // after the rollback, which may release the address
+
 	var undo rollback
 	defer func() {
 		if err != nil {
@@ -113,12 +119,6 @@ func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 			undo.run()
 		}
 	}()
-
-	ag, err := newAgent(conf.Socket)
-	if err != nil {
-		return nil, err
-	}
-	defer ag.close()
 	callCtx, cancel := context.WithTimeout(ctx, conf.addTimeout)
 	reply, err := ag.AddNetwork(callCtx, &nodeapi.AddNetworkRequest{
 		Attachment:       a.api,
