@@ -404,6 +404,8 @@ func TestBadInput(t *testing.T) {
 		{name: "agent not running", change: func(c *call) { c.conf = conf("socket", "/run/vpct-hp-none.sock") }, code: 11, says: []string{"/run/vpct-hp-none.sock"}},
 		{name: "agent has no address", agent: func(a *fakeAgent) { a.addErr = status.Error(codes.ResourceExhausted, "subnet full") }, code: 11, says: []string{"subnet full"}},
 		{name: "agent refuses the request", agent: func(a *fakeAgent) { a.addErr = status.Error(codes.InvalidArgument, "network name is empty") }, code: 7, says: []string{"network name is empty"}},
+		{name: "agent slower than addTimeout", change: func(c *call) { c.conf = conf("addTimeout", "100ms") },
+			agent: func(a *fakeAgent) { a.delay = time.Minute }, code: 11, says: []string{"in time"}},
 		{name: "agent replies nonsense", agent: func(a *fakeAgent) { a.free = []string{"not-an-ip"} }, code: 999, says: []string{"not-an-ip"}},
 		{name: "agent replies a huge MTU", agent: func(a *fakeAgent) { a.mtu = 65000 }, code: 999, says: []string{"MTU 65000", `"mtu"`}},
 	}

@@ -71,6 +71,7 @@ type fakeAgent struct {
 	calls    []string
 	addErr   error // AddNetwork fails with it when set
 	mtu      int32
+	delay    time.Duration // AddNetwork waits this long, as for a pool growing
 	ready    bool
 	reason   string
 	released []string
@@ -142,7 +143,15 @@ func (a *fakeAgent) reply(addr string) *nodeapi.AddNetworkReply {
 	return &nodeapi.AddNetworkReply{Ipv4Address: addr, EniId: "eni-test", RouteTable: a.tables[addr], DeviceIndex: a.tables[addr], VpcCidrs: []string{"10.0.0.0/16"}, Mtu: a.mtu}
 }
 
-func (a *fakeAgent) AddNetwork(_ context.Context, r *nodeapi.AddNetworkRequest) (*nodeapi.AddNetworkReply, error) {
+func (a *fakeAgent) AddNetwork(ctx context.Context, r *nodeapi.AddNetworkRequest) (*nodeapi.AddNetworkReply, error) {
+	a.mu.Lock()
+	delay := a.delay
+	a.mu.Unlock()
+	select {
+	case <-time.After(delay):
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	k := akey(r.GetAttachment())
@@ -603,16 +612,17 @@ type agentState struct {
 	free   []string
 	addErr error
 	mtu    int32
+	delay  time.Duration
 }
 
 func (a *fakeAgent) snapshotState() agentState {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return agentState{free: slices.Clone(a.free), addErr: a.addErr, mtu: a.mtu}
+	return agentState{free: slices.Clone(a.free), addErr: a.addErr, mtu: a.mtu, delay: a.delay}
 }
 
 func (a *fakeAgent) restoreState(s agentState) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.free, a.addErr, a.mtu = s.free, s.addErr, s.mtu
+	a.free, a.addErr, a.mtu, a.delay = s.free, s.addErr, s.mtu, s.delay
 }

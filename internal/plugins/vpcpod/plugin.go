@@ -27,6 +27,8 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
 	"github.com/vpcnet/vpcnet/internal/netops"
@@ -130,6 +132,11 @@ func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 	})
 	cancel()
 	if err != nil {
+		if status.Code(err) == codes.DeadlineExceeded || status.Code(err) == codes.Canceled {
+			// vpcnetd may have assigned an address after we stopped
+			// waiting: give it back.
+			release(ctx, ag, a, args.Netns, pod, log)
+		}
 		return nil, ag.failure("AddNetwork", err)
 	}
 	undo.add(func() { release(ctx, ag, a, args.Netns, pod, log) })
