@@ -4,10 +4,13 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
 	"github.com/vpcnet/vpcnet/internal/netops"
@@ -43,13 +46,52 @@ func labelVeth(v *netlink.Veth, a attachment, netns ns.NetNS, ifName string) err
 	return cni.Wrap(cni.CodeInternal, netops.LabelVeth(v, a.alias(), netns, ifName), "label the veth of %s", ifName)
 }
 
+// The rule lock (flock) is held while rules are added next to their route
+// and while orphaned rules are swept. Without it a sweep that has just
+// seen a dead pod's rule with no route could delete it after a new pod
+// given the same address found it in place (AddRule keeps an existing
+// rule) and routed its address. Each holder keeps it for a few netlink
+// calls, never across a veth creation or a call to vpcnetd. It lives next
+// to vpcnetd's socket, in the node's run directory.
+const ruleLockName = "vpc-pod.lock"
+
+// ruleLock is the lock file for the config's socket.
+func ruleLock(socket string) string { return filepath.Join(filepath.Dir(socket), ruleLockName) }
+
+// lockRules takes the rule lock and returns its release.
+func lockRules(path string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, cni.Wrap(cni.CodeIOFailure, err, "create the directory of lock %s", path)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, cni.Wrap(cni.CodeIOFailure, err, "open lock %s", path)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, cni.Wrap(cni.CodeIOFailure, err, "lock %s", path)
+	}
+	return func() { f.Close() }, nil // closing the last descriptor releases the lock
+}
+
 // configureHost brings the host veth up and routes the pod's address to
 // it: the /32 route first, then the rules, so that a rule never exists
-// without its route (orphanRules relies on it).
-func configureHost(v *netlink.Veth, p podPlan) error {
+// without its route (orphanRules relies on it), under the rule lock.
+func configureHost(v *netlink.Veth, p podPlan, lock string) error {
 	if err := netlink.LinkSetUp(v); err != nil {
 		return cni.Wrap(cni.CodeInternal, err, "bring host veth %s up", v.Name)
 	}
+	unlock, err := lockRules(lock)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	route := netops.TableRoute{Dst: p.prefix(), LinkIndex: v.Index}
 	if err := netops.ReplaceTableRoute(route); err != nil {
 		return cni.Wrap(cni.CodeInternal, err, "route %s to host veth %s", p.addr, v.Name)
@@ -162,7 +204,12 @@ func removeRulesFor(addrs ...netip.Addr) error {
 // when a pod's namespace goes, its veth and route go with it, its rules
 // stay. The rules are read before the routes: a rule an ADD installs comes
 // after its route, so a rule seen here with no route is not one in use.
-func sweepOrphanRules() error {
+func sweepOrphanRules(lock string) error {
+	unlock, err := lockRules(lock)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	rules, err := netops.Rules(RuleProtocol)
 	if err != nil {
 		return cni.Wrap(cni.CodeInternal, err, "list the policy rules")

@@ -169,7 +169,7 @@ func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 
 	// Rules go with the veth in removeVeth, found from its route; until the
 	// route exists there are none.
-	if err := configureHost(veth, plan); err != nil {
+	if err := configureHost(veth, plan, ruleLock(conf.Socket)); err != nil {
 		return nil, err
 	}
 	podLink, err := configurePodIn(netns, args.IfName, plan, veth.HardwareAddr)
@@ -253,7 +253,7 @@ func Del(ctx context.Context, args *skel.CmdArgs) error {
 		if len(addrs) == 0 {
 			// The veth was gone already (with the pod's namespace):
 			// its rules are the ones without a route.
-			return sweepOrphanRules()
+			return sweepOrphanRules(ruleLock(conf.Socket))
 		}
 		return nil
 	case err != nil:
@@ -262,7 +262,7 @@ func Del(ctx context.Context, args *skel.CmdArgs) error {
 	cni.Step(stepReleased)
 	if addr, perr := netip.ParseAddr(reply.GetIpv4Address()); reply.GetFound() && perr == nil && len(addrs) == 0 {
 		// The veth died with the namespace; its rules did not.
-		if err := removeUnroutedRules(addr); err != nil {
+		if err := removeUnroutedRules(addr, ruleLock(conf.Socket)); err != nil {
 			return err
 		}
 	}
@@ -271,7 +271,12 @@ func Del(ctx context.Context, args *skel.CmdArgs) error {
 
 // removeUnroutedRules removes the rules of addr unless a route to it
 // exists, which would mean another pod holds it now.
-func removeUnroutedRules(addr netip.Addr) error {
+func removeUnroutedRules(addr netip.Addr, lock string) error {
+	unlock, err := lockRules(lock)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	routes, err := netops.TableRoutes(0, 0)
 	if err != nil {
 		return cni.Wrap(cni.CodeInternal, err, "list the main routing table")
@@ -357,7 +362,7 @@ func GC(ctx context.Context, args *skel.CmdArgs) error {
 			return err
 		}
 	}
-	if err := sweepOrphanRules(); err != nil {
+	if err := sweepOrphanRules(ruleLock(conf.Socket)); err != nil {
 		return err
 	}
 	valid := make([]*nodeapi.Attachment, 0, len(keep))
