@@ -1,9 +1,12 @@
 package vpcpod
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -483,5 +486,41 @@ func TestSecondaryENIEgress(t *testing.T) {
 		if err := n.del(p.c); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestLogFile: the config's logFile gets JSON lines at the config's level
+// (aws-cni's spellings here), stdout only the result.
+func TestLogFile(t *testing.T) {
+	n := newNode(t, "10.0.1.10")
+	p := n.newPod(t, "logged", "1.0.0")
+	logPath := filepath.Join(t.TempDir(), "plugin.log")
+	p.c.conf = withField(t, withField(t, p.c.conf, "pluginLogFile", logPath), "pluginLogLevel", "DEBUG")
+	out, err := n.exec("ADD", p.c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := parseResult(t, out); r.IPs[0].Address.String() != "10.0.1.10/32" {
+		t.Errorf("stdout is not only the result: %s", out)
+	}
+	if _, err := n.exec("DEL", p.c); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sawConnected bool
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q is not JSON: %v", line, err)
+		}
+		if rec["msg"] == "pod connected" && rec["address"] == "10.0.1.10" && rec["pod"] == "default/logged" {
+			sawConnected = true
+		}
+	}
+	if !sawConnected {
+		t.Errorf("no \"pod connected\" record with the address and pod in %s:\n%s", logPath, data)
 	}
 }
