@@ -2,7 +2,6 @@ package vpcpod
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -95,24 +94,13 @@ func cniError(call, socket string, dialErr, err error) *types.Error {
 	return cni.Errorf(cni.CodeInternal, "vpcnetd failed %s: %s: %s", call, st.Code(), st.Message())
 }
 
-// isUnreachable reports whether err, from failure, says the agent could
-// not be reached at all (no socket, nobody listening): then DEL still
-// cleans the host and succeeds.
-func isUnreachable(dialErr, err error) bool {
-	if dialErr != nil {
-		return true
-	}
-	return status.Code(err) == codes.Unavailable
-}
-
-// unreachableNow reports whether the last call failed because the agent
-// was unreachable or unavailable.
-func (a *agent) unreachableNow(err error) bool {
+// unreachable reports whether err, the error of the last call, means
+// vpcnetd could not be reached or did not answer (no socket, nobody
+// listening, starting or stopping, hung), as opposed to an answer that
+// refused the call: DEL then still cleans the node and succeeds.
+func (a *agent) unreachable(err error) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return isUnreachable(a.dialErr, err)
-}
-
-func describeAttachment(a *nodeapi.Attachment) string {
-	return fmt.Sprintf("%s/%s/%s", a.GetNetwork(), a.GetContainerId(), a.GetIfName())
+	code := status.Code(err)
+	return a.dialErr != nil || code == codes.Unavailable || code == codes.DeadlineExceeded
 }

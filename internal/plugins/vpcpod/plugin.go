@@ -247,7 +247,7 @@ func Del(ctx context.Context, args *skel.CmdArgs) error {
 	reply, err := ag.DelNetwork(callCtx, &nodeapi.DelNetworkRequest{Attachment: a.api, Netns: args.Netns, PodNamespace: pod.namespace, PodName: pod.name})
 	cancel()
 	switch {
-	case err != nil && ag.unreachableNow(err):
+	case err != nil && ag.unreachable(err):
 		log.Warn("vpcnetd is unreachable: the node is clean, vpcnetd releases the address at its next GC",
 			"addresses", addrs, "err", ag.failure("DelNetwork", err))
 		if len(addrs) == 0 {
