@@ -524,3 +524,37 @@ func TestLogFile(t *testing.T) {
 		t.Errorf("no \"pod connected\" record with the address and pod in %s:\n%s", logPath, data)
 	}
 }
+
+// TestVethPrefix: aws-cni's "eni" prefix names the host veths, and GC and
+// DEL find them by it.
+func TestVethPrefix(t *testing.T) {
+	n := newNode(t, "10.0.1.10", "10.0.1.11")
+	before := snapshot(t, n.ns)
+	a, b := n.newPod(t, "prefixed-a", "1.1.0"), n.newPod(t, "prefixed-b", "1.1.0")
+	for _, p := range []*pod{a, b} {
+		p.c.conf = withField(t, p.c.conf, "vethPrefix", "eni")
+		out, err := n.exec("ADD", p.c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := parseResult(t, out).Interfaces[0].Name
+		if want := newAttachment(network, p.c.containerID, "eth0", "eni").hostVethName(); name != want || !strings.HasPrefix(name, "eni") {
+			t.Errorf("host veth %s, want %s", name, want)
+		}
+		if err := ping(t, p.ns, nodeIP); err != nil {
+			t.Error(err)
+		}
+	}
+	gc := a.c
+	gc.conf = withField(t, a.c.conf, "cni.dev/valid-attachments", []map[string]string{{"containerID": "prefixed-a", "ifname": "eth0"}})
+	if _, err := n.exec("GC", gc); err != nil {
+		t.Fatal(err)
+	}
+	if veths := n.podVeths(t); len(veths) != 1 || veths[0] != newAttachment(network, "prefixed-a", "eth0", "eni").hostVethName() {
+		t.Errorf("after GC: host veths %v, want only prefixed-a's", veths)
+	}
+	if _, err := n.exec("DEL", a.c); err != nil {
+		t.Fatal(err)
+	}
+	n.verifyGone(t, before)
+}
