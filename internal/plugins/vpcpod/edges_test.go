@@ -354,16 +354,27 @@ func TestGC(t *testing.T) {
 	n.verifyGone(t, before)
 }
 
-// TestStatus: ready is success; not ready is 50 with the agent's reason;
-// an agent that cannot be reached is 50 naming the socket.
+// TestStatus: ready is success; a node that does not forward is 51; not
+// ready is 50 with the agent's reason; an agent that cannot be reached is
+// 50 naming the socket.
 func TestStatus(t *testing.T) {
 	n := newNode(t, "10.0.1.10")
 	p := n.newPod(t, "status", "1.1.0")
 	if _, err := n.exec("STATUS", p.c); err != nil {
 		t.Fatalf("STATUS of a ready agent: %v", err)
 	}
-	n.agent.set(func(a *fakeAgent) { a.ready, a.reason = false, "node at its ENI limit and no address free" })
+	setForward := func(v string) {
+		t.Helper()
+		if err := n.do(func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte(v), 0o644) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setForward("0")
 	_, err := n.exec("STATUS", p.c)
+	wantCode(t, err, 51, "does not forward IPv4")
+	setForward("1")
+	n.agent.set(func(a *fakeAgent) { a.ready, a.reason = false, "node at its ENI limit and no address free" })
+	_, err = n.exec("STATUS", p.c)
 	wantCode(t, err, 50, "node at its ENI limit")
 	n.agent.stop()
 	wantCode(t, n.status(p.c), 50, n.agent.socket)

@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -385,8 +386,9 @@ func GC(ctx context.Context, args *skel.CmdArgs) error {
 }
 
 // Status reports whether an ADD could succeed now, which is vpcnetd's to
-// say. Anything short of ready is code 50, "not available": vpc-pod has no
-// degraded mode in which ADDs succeed with less (code 51 would say so).
+// say: anything short of ready is code 50, "not available". A node that
+// does not forward IPv4 is code 51, "limited connectivity": ADDs succeed,
+// but their pods reach only the node itself.
 func Status(ctx context.Context, args *skel.CmdArgs) error {
 	conf, err := decodeConfig(args.StdinData)
 	if err != nil {
@@ -406,6 +408,22 @@ func Status(ctx context.Context, args *skel.CmdArgs) error {
 	if !reply.GetReady() {
 		return cni.Errorf(cni.CodePluginNotAvailable, "vpcnetd is not ready: %s (free %d, assigned %d, max pods %d)",
 			reply.GetReason(), reply.GetFree(), reply.GetAssigned(), reply.GetMaxPods())
+	}
+	return forwardingStatus()
+}
+
+// ipForward is the node's IPv4 forwarding switch, read in the plugin's
+// network namespace (the node's).
+const ipForward = "/proc/sys/net/ipv4/ip_forward"
+
+func forwardingStatus() error {
+	data, err := os.ReadFile(ipForward)
+	if err != nil {
+		return cni.Errorf(cni.CodeLimitedConnectivity, "cannot tell whether the node forwards IPv4: %v", err)
+	}
+	if strings.TrimSpace(string(data)) != "1" {
+		return cni.Errorf(cni.CodeLimitedConnectivity, "the node does not forward IPv4 (%s is %s): pods would reach only the node; vpcnetd or the node's image should turn it on",
+			ipForward, strings.TrimSpace(string(data)))
 	}
 	return nil
 }
