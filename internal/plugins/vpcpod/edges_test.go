@@ -160,12 +160,15 @@ func TestDelEdgeCases(t *testing.T) {
 	cases := []struct {
 		name         string
 		netnsGone    bool
+		vethGone     bool // deleted by someone else; the namespace stays
 		emptyNetns   bool
 		agentDown    bool
 		wantReleased bool
 	}{
 		{name: "no netns", emptyNetns: true, wantReleased: true},
 		{name: "netns gone", netnsGone: true, wantReleased: true},
+		{name: "veth gone", vethGone: true, wantReleased: true},
+		{name: "agent down, veth gone", agentDown: true, vethGone: true},
 		{name: "agent down", agentDown: true},
 		{name: "agent down, netns gone", agentDown: true, netnsGone: true},
 		{name: "agent down, no netns", agentDown: true, emptyNetns: true},
@@ -186,6 +189,9 @@ func TestDelEdgeCases(t *testing.T) {
 			}
 			if tc.netnsGone {
 				n.killNetns(t, p)
+			}
+			if tc.vethGone {
+				testenv.Run(t, "ip", "-n", testenv.NSName(n.ns), "link", "del", newAttachment(network, p.c.containerID, p.c.ifName, "vpc").hostVethName())
 			}
 			if tc.agentDown {
 				n.agent.stop()
