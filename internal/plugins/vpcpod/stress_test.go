@@ -243,3 +243,58 @@ func killed(err error) bool {
 	ws, ok := ee.Sys().(syscall.WaitStatus)
 	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
 }
+
+// TestRetriesRaceGC retries the ADD of 10 running pods, twice each, while
+// 5 GCs that list them all run at once and sweep orphaned rules: no pod
+// loses its veth, its rules or its address, and all still work.
+func TestRetriesRaceGC(t *testing.T) {
+	const n = 10
+	var addrs []string
+	addrs = append(addrs, "|")
+	for i := range n {
+		addrs = append(addrs, fmt.Sprintf("10.0.2.%d", 10+i))
+	}
+	nd := newNode(t, addrs...)
+	pods := make([]*pod, n)
+	var valid []map[string]string
+	for i := range pods {
+		pods[i] = nd.newPod(t, fmt.Sprintf("busy-%02d", i), "1.1.0")
+		if _, err := nd.exec("ADD", pods[i].c); err != nil {
+			t.Fatal(err)
+		}
+		valid = append(valid, map[string]string{"containerID": pods[i].c.containerID, "ifname": "eth0"})
+	}
+	gc := pods[0].c
+	gc.conf = withField(t, pods[0].c.conf, "cni.dev/valid-attachments", valid)
+	errs := all(n+5, func(i int) error {
+		if i >= n {
+			_, err := nd.exec("GC", gc)
+			return err
+		}
+		for range 2 {
+			out, err := nd.exec("ADD", pods[i].c)
+			if err != nil {
+				return err
+			}
+			pods[i].res = parseResult(t, out)
+		}
+		return nil
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("process %d: %v", i, err)
+		}
+	}
+	if rules := nd.podRules(t); len(rules) != 2*n {
+		t.Errorf("%d rules of vpc-pod, want %d: %v", len(rules), 2*n, rules)
+	}
+	for i, p := range pods {
+		nd.verifyAttached(t, p, fmt.Sprintf("10.0.2.%d", 10+i), secondaryTable)
+		if err := ping(t, p.ns, nodeIP); err != nil {
+			t.Error(err)
+		}
+	}
+	if held := nd.agent.holdings(); len(held) != n {
+		t.Errorf("the agent holds %d addresses, want %d", len(held), n)
+	}
+}
