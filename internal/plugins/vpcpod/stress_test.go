@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
 	"github.com/vpcnet/vpcnet/internal/testenv"
@@ -297,4 +298,27 @@ func TestRetriesRaceGC(t *testing.T) {
 	if held := nd.agent.holdings(); len(held) != n {
 		t.Errorf("the agent holds %d addresses, want %d", len(held), n)
 	}
+}
+
+// BenchmarkAddDel measures one ADD and one DEL of the vpc-pod binary, as a
+// runtime runs them, against the in-test agent (which answers at once), on
+// an address of a secondary ENI (both rules). It reports each verb's share.
+func BenchmarkAddDel(b *testing.B) {
+	nd := newNode(b, "|", "10.0.2.20")
+	p := nd.newPod(b, "bench", "1.0.0")
+	var add, del time.Duration
+	for b.Loop() {
+		start := time.Now()
+		if _, err := nd.exec("ADD", p.c); err != nil {
+			b.Fatal(err)
+		}
+		mid := time.Now()
+		if _, err := nd.exec("DEL", p.c); err != nil {
+			b.Fatal(err)
+		}
+		add += mid.Sub(start)
+		del += time.Since(mid)
+	}
+	b.ReportMetric(add.Seconds()*1000/float64(b.N), "add-ms/op")
+	b.ReportMetric(del.Seconds()*1000/float64(b.N), "del-ms/op")
 }
