@@ -195,13 +195,21 @@ func TestRulesOfAPlan(t *testing.T) {
 
 	foreign := netops.Rule{Priority: 512, Dst: netip.MustParsePrefix("10.0.2.5/32"), Protocol: 4}
 	other := netops.Rule{Priority: 512, Dst: netip.MustParsePrefix("10.0.1.9/32"), Protocol: RuleProtocol}
+	// vpcnetd's rules carry the same protocol; none is ever a pod's.
+	agents := []netops.Rule{
+		{Priority: 1024, Dst: netip.MustParsePrefix("10.0.0.0/16"), Invert: true, Protocol: RuleProtocol},
+		{Priority: 1024, Dst: netip.MustParsePrefix("10.0.2.5/32"), Invert: true, Protocol: RuleProtocol},
+		{Priority: 512, Dst: netip.MustParsePrefix("10.0.2.0/24"), Protocol: RuleProtocol},
+		{Priority: 1536, Src: netip.MustParsePrefix("10.0.2.5/32"), Dst: netip.MustParsePrefix("10.9.0.0/16"), Table: 3, Protocol: RuleProtocol},
+	}
 	all := append(slices.Clone(want), foreign, other)
+	all = append(all, agents...)
 	if got := rulesOf(all, p.addr); !slices.Equal(got, want) {
 		t.Errorf("rulesOf = %v, want %v", got, want)
 	}
 	routed := map[netip.Prefix]bool{netip.MustParsePrefix("10.0.1.9/32"): true}
 	if got := orphanRules(all, routed); !slices.Equal(got, want) {
-		t.Errorf("orphanRules = %v, want the unrouted pod's %v (not the routed pod's, not the foreign one)", got, want)
+		t.Errorf("orphanRules = %v, want the unrouted pod's %v (not the routed pod's, the foreign one or the agent's)", got, want)
 	}
 }
 

@@ -176,6 +176,9 @@ func TestDelEdgeCases(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			n := newNode(t, "|", "10.0.2.20", "10.0.2.21")
+			// vpcnetd's own rule, marked as vpc-pod's are: no sweep of
+			// orphaned pod rules may take it.
+			testenv.Run(t, "ip", "-n", testenv.NSName(n.ns), "rule", "add", "not", "to", "10.0.0.0/16", "lookup", "main", "priority", "1024", "protocol", fmt.Sprint(RuleProtocol))
 			before := snapshot(t, n.ns)
 			// A bystander whose rules and veth must survive.
 			other := n.newPod(t, "bystander", "1.0.0")

@@ -146,12 +146,29 @@ func (p podPlan) rules() []netops.Rule {
 	return rs
 }
 
+// podOf returns the pod address of r if r has the shape of one of vpc-pod's
+// rules (512 to a host address, 1536 from one), and false otherwise: vpcnetd
+// marks its own rules (1024: not to the VPC lookup main) with the same
+// protocol, and those are never a pod's.
+func podOf(r netops.Rule) (netip.Addr, bool) {
+	if r.Protocol != RuleProtocol || r.Invert {
+		return netip.Addr{}, false
+	}
+	host := func(p netip.Prefix) bool { return p.IsValid() && p.Bits() == p.Addr().BitLen() }
+	switch {
+	case r.Priority == priorityToPod && host(r.Dst) && !r.Src.IsValid() && (r.Table == 0 || r.Table == netops.TableMain):
+		return r.Dst.Addr(), true
+	case r.Priority == priorityFromPod && host(r.Src) && !r.Dst.IsValid():
+		return r.Src.Addr(), true
+	}
+	return netip.Addr{}, false
+}
+
 // rulesOf picks, out of rules, vpc-pod's rules that concern addr.
 func rulesOf(rules []netops.Rule, addr netip.Addr) []netops.Rule {
-	host := netip.PrefixFrom(addr, addr.BitLen())
 	var out []netops.Rule
 	for _, r := range rules {
-		if r.Protocol == RuleProtocol && (r.Dst == host || r.Src == host) {
+		if pod, ok := podOf(r); ok && pod == addr {
 			out = append(out, r)
 		}
 	}
@@ -159,21 +176,14 @@ func rulesOf(rules []netops.Rule, addr netip.Addr) []netops.Rule {
 }
 
 // orphanRules picks vpc-pod's rules whose pod has no host route any more
-// (routes: the main table's destinations): the veth died with the pod's
+// (routed: the main table's destinations): the veth died with the pod's
 // namespace. ADD installs the route before the rules and DEL removes the
 // rules before the veth, so a rule without a route is never one an ADD
 // still needs.
 func orphanRules(rules []netops.Rule, routed map[netip.Prefix]bool) []netops.Rule {
 	var out []netops.Rule
 	for _, r := range rules {
-		if r.Protocol != RuleProtocol {
-			continue
-		}
-		pod := r.Dst
-		if r.Priority == priorityFromPod {
-			pod = r.Src
-		}
-		if pod.IsValid() && !routed[pod] {
+		if pod, ok := podOf(r); ok && !routed[netip.PrefixFrom(pod, pod.BitLen())] {
 			out = append(out, r)
 		}
 	}
