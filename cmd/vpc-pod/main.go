@@ -9,5 +9,5 @@ import (
 )
 
 func main() {
-	cni.Main("vpc-pod", vpcpod.Funcs())
+	cni.Main("vpc-pod", vpcpod.Verbs)
 }

@@ -27,7 +27,7 @@ func SetPermanentNeighbor(link netlink.Link, ip netip.Addr, mac net.HardwareAddr
 		LinkIndex:    link.Attrs().Index,
 		Family:       addrFamily(ip),
 		State:        netlink.NUD_PERMANENT,
-		IP:           net.IP(ip.Unmap().AsSlice()),
+		IP:           IP(ip),
 		HardwareAddr: mac,
 	}
 	if err := netlink.NeighSet(n); err != nil {
@@ -39,7 +39,7 @@ func SetPermanentNeighbor(link netlink.Link, ip netip.Addr, mac net.HardwareAddr
 // DeleteNeighbor removes ip from link's neighbour table; an entry that is
 // not there is not an error.
 func DeleteNeighbor(link netlink.Link, ip netip.Addr) error {
-	n := &netlink.Neigh{LinkIndex: link.Attrs().Index, Family: addrFamily(ip), IP: net.IP(ip.Unmap().AsSlice())}
+	n := &netlink.Neigh{LinkIndex: link.Attrs().Index, Family: addrFamily(ip), IP: IP(ip)}
 	if err := netlink.NeighDel(n); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("failed to remove neighbour %s from %s: %w", ip, link.Attrs().Name, err)
 	}
@@ -56,11 +56,11 @@ func Neighbors(link netlink.Link) ([]Neighbor, error) {
 			return nil, fmt.Errorf("failed to list the neighbours of %s: %w", link.Attrs().Name, err)
 		}
 		for _, n := range entries {
-			ip, ok := netip.AddrFromSlice(n.IP)
-			if !ok || len(n.HardwareAddr) == 0 {
+			ip := AddrOf(n.IP)
+			if !ip.IsValid() || len(n.HardwareAddr) == 0 {
 				continue
 			}
-			out = append(out, Neighbor{IP: ip.Unmap(), MAC: n.HardwareAddr, Permanent: n.State&netlink.NUD_PERMANENT != 0})
+			out = append(out, Neighbor{IP: ip, MAC: n.HardwareAddr, Permanent: n.State&netlink.NUD_PERMANENT != 0})
 		}
 	}
 	return out, nil

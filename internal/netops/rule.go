@@ -51,13 +51,13 @@ func (r Rule) kernel() (*netlink.Rule, error) {
 	kr.Protocol = r.Protocol
 	kr.Family = unix.AF_INET
 	if r.Src.IsValid() {
-		kr.Src = netipToIPNet(r.Src)
+		kr.Src = IPNet(r.Src.Masked())
 		if r.Src.Addr().Is6() {
 			kr.Family = unix.AF_INET6
 		}
 	}
 	if r.Dst.IsValid() {
-		kr.Dst = netipToIPNet(r.Dst)
+		kr.Dst = IPNet(r.Dst.Masked())
 		if r.Dst.Addr().Is6() {
 			kr.Family = unix.AF_INET6
 		}
@@ -111,10 +111,10 @@ func Rules(protocol uint8) ([]Rule, error) {
 				r.Table = 0
 			}
 			if kr.Src != nil {
-				r.Src = ipNetToNetip(kr.Src, family)
+				r.Src = PrefixOf(kr.Src)
 			}
 			if kr.Dst != nil {
-				r.Dst = ipNetToNetip(kr.Dst, family)
+				r.Dst = PrefixOf(kr.Dst)
 			}
 			out = append(out, r)
 		}

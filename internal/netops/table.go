@@ -3,7 +3,6 @@ package netops
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -49,12 +48,12 @@ func (r TableRoute) kernel() (*netlink.Route, error) {
 	}
 	kr := &netlink.Route{
 		LinkIndex: r.LinkIndex,
-		Dst:       netipToIPNet(r.Dst),
+		Dst:       IPNet(r.Dst.Masked()),
 		Table:     tableOrMain(r.Table),
 		Scope:     netlink.SCOPE_UNIVERSE,
 	}
 	if r.Gw.IsValid() {
-		kr.Gw = net.IP(r.Gw.AsSlice())
+		kr.Gw = IP(r.Gw)
 	} else {
 		kr.Scope = netlink.SCOPE_LINK
 	}
@@ -107,36 +106,14 @@ func TableRoutes(table, linkIndex int) ([]TableRoute, error) {
 		if kr.Type != unix.RTN_UNICAST || kr.LinkIndex == 0 {
 			continue
 		}
-		r := TableRoute{Table: table, LinkIndex: kr.LinkIndex, Dst: ipNetToNetip(kr.Dst, kr.Family)}
-		if gw, ok := netip.AddrFromSlice(kr.Gw); ok {
-			r.Gw = gw.Unmap()
+		r := TableRoute{Table: table, LinkIndex: kr.LinkIndex, Dst: PrefixOf(kr.Dst), Gw: AddrOf(kr.Gw)}
+		if kr.Dst == nil { // netlink's form of the default route
+			r.Dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+			if kr.Family == unix.AF_INET6 {
+				r.Dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+			}
 		}
 		out = append(out, r)
 	}
 	return out, nil
-}
-
-// netipToIPNet is p in netlink's form; IPv4 in its 4-byte form.
-func netipToIPNet(p netip.Prefix) *net.IPNet {
-	p = p.Masked()
-	a := p.Addr().Unmap()
-	return &net.IPNet{IP: net.IP(a.AsSlice()), Mask: net.CIDRMask(p.Bits(), a.BitLen())}
-}
-
-// ipNetToNetip is n as a prefix; a nil n (netlink's "any") is the default
-// destination of family.
-func ipNetToNetip(n *net.IPNet, family int) netip.Prefix {
-	if n == nil {
-		if family == unix.AF_INET6 {
-			return netip.PrefixFrom(netip.IPv6Unspecified(), 0)
-		}
-		return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-	}
-	a, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}
-	}
-	a = a.Unmap()
-	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(a, ones)
 }

@@ -42,7 +42,7 @@ type observed struct {
 // namespace) and the pod.
 func observe(a attachment, netns ns.NetNS, ifName string) (observed, error) {
 	var o observed
-	l, err := netlink.LinkByName(a.hostVethName())
+	l, err := netops.LinkByName(a.hostVethName())
 	if err == nil {
 		at := l.Attrs()
 		o.host.found = true
@@ -57,7 +57,7 @@ func observe(a attachment, netns ns.NetNS, ifName string) (observed, error) {
 		return o, cni.Wrap(cni.CodeInternal, err, "read the policy rules")
 	}
 	err = netns.Do(func(ns.NetNS) error {
-		l, err := netlink.LinkByName(ifName)
+		l, err := netops.LinkByName(ifName)
 		if err != nil {
 			return nil
 		}
@@ -70,12 +70,7 @@ func observe(a attachment, netns ns.NetNS, ifName string) (observed, error) {
 		if err != nil {
 			return err
 		}
-		for _, ad := range addrs {
-			if a, ok := netip.AddrFromSlice(ad.IP); ok {
-				ones, _ := ad.Mask.Size()
-				o.pod.addrs = append(o.pod.addrs, netip.PrefixFrom(a.Unmap(), ones))
-			}
-		}
+		o.pod.addrs = addrs
 		if o.pod.routes, err = netops.TableRoutes(0, at.Index); err != nil {
 			return err
 		}
@@ -171,7 +166,7 @@ func resultProblems(prev *current.Result, ifName string, p podPlan) []string {
 		if intf := prev.Interfaces[*ipc.Interface]; intf.Name != ifName || intf.Sandbox == "" {
 			continue
 		}
-		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok && a.Unmap() == p.addr {
+		if netops.AddrOf(ipc.Address.IP) == p.addr {
 			return nil
 		}
 	}

@@ -5,14 +5,11 @@ import (
 	"encoding/json"
 	"log/slog"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
-	current "github.com/containernetworking/cni/pkg/types/100"
-	cniversion "github.com/containernetworking/cni/pkg/version"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
 	"github.com/vpcnet/vpcnet/internal/netops"
@@ -33,11 +30,11 @@ const (
 	maxVethPrefix = 4
 )
 
-// NetConf is vpc-pod's network configuration. Field names are camelCase
+// Config is vpc-pod's network configuration. Field names are camelCase
 // and, where they mean the same, aws-cni's (vethPrefix, mtu,
 // pluginLogFile, pluginLogLevel), so that an aws-cni conflist entry works
 // with its type changed.
-type NetConf struct {
+type Config struct {
 	types.NetConf
 
 	// Socket is vpcnetd's unix socket.
@@ -53,12 +50,13 @@ type NetConf struct {
 	// LogFile and LogLevel add a JSON log of this plugin's own, besides
 	// VPCNET_LOG_FILE; pluginLogFile and pluginLogLevel are aws-cni's
 	// spellings.
-	LogFile        string `json:"logFile"`
-	PluginLogFile  string `json:"pluginLogFile"`
-	LogLevel       string `json:"logLevel"`
-	PluginLogLevel string `json:"pluginLogLevel"`
+	LogFile        *string `json:"logFile"`
+	PluginLogFile  *string `json:"pluginLogFile"`
+	LogLevel       *string `json:"logLevel"`
+	PluginLogLevel *string `json:"pluginLogLevel"`
 
 	addTimeout time.Duration
+	logFile    string
 	logLevel   slog.Level
 }
 
@@ -89,12 +87,9 @@ var reservedPrefixes = []string{"eth", "lo", "vlan", "ens", "enp"}
 // decodeConfig reads and validates the config on stdin, for every verb.
 // Malformed JSON is code 6, a bad field code 7 naming it, an unsupported
 // cniVersion code 1.
-func decodeConfig(stdin []byte) (*NetConf, error) {
-	var conf NetConf
+func decodeConfig(stdin []byte) (*Config, error) {
+	var conf Config
 	if err := cni.DecodeConfig(stdin, &conf); err != nil {
-		return nil, err
-	}
-	if err := checkVersion(conf.CNIVersion); err != nil {
 		return nil, err
 	}
 	if conf.Socket == "" {
@@ -122,7 +117,7 @@ func decodeConfig(stdin []byte) (*NetConf, error) {
 	return &conf, nil
 }
 
-func checkVethPrefix(conf *NetConf) error {
+func checkVethPrefix(conf *Config) error {
 	if conf.VethPrefix == "" {
 		conf.VethPrefix = nodeapi.DefaultVethPrefix
 		return nil
@@ -143,22 +138,27 @@ func checkVethPrefix(conf *NetConf) error {
 }
 
 // foldLogFields resolves the two spellings of the log settings.
-func foldLogFields(conf *NetConf) error {
-	file, err := oneOf("logFile", conf.LogFile, "pluginLogFile", conf.PluginLogFile)
+func foldLogFields(conf *Config) error {
+	same := func(a, b string) bool { return a == b }
+	merged, err := cni.MergeSpellings(same, strconv.Quote,
+		cni.Spelling[string]{Field: "logFile", Value: conf.LogFile}, cni.Spelling[string]{Field: "pluginLogFile", Value: conf.PluginLogFile})
 	if err != nil {
 		return err
 	}
+	file := merged.Value
 	switch {
 	case file == "stdout":
-		return cni.FieldError("logFile", "stdout carries the CNI result; log to a file or \"stderr\"")
+		return cni.FieldError(merged.Field, "stdout carries the CNI result; log to a file or \"stderr\"")
 	case file != "" && file != "stderr" && !strings.HasPrefix(file, "/"):
-		return cni.FieldError("logFile", "%q is not an absolute path", file)
+		return cni.FieldError(merged.Field, "%q is not an absolute path", file)
 	}
-	conf.LogFile, conf.PluginLogFile = file, ""
-	level, err := oneOf("logLevel", conf.LogLevel, "pluginLogLevel", conf.PluginLogLevel)
+	conf.logFile = file
+	mergedLevel, err := cni.MergeSpellings(same, strconv.Quote,
+		cni.Spelling[string]{Field: "logLevel", Value: conf.LogLevel}, cni.Spelling[string]{Field: "pluginLogLevel", Value: conf.PluginLogLevel})
 	if err != nil {
 		return err
 	}
+	level := mergedLevel.Value
 	switch strings.ToLower(level) {
 	case "", "info":
 		conf.logLevel = slog.LevelInfo
@@ -169,51 +169,9 @@ func foldLogFields(conf *NetConf) error {
 	case "error", "fatal":
 		conf.logLevel = slog.LevelError
 	default:
-		return cni.FieldError("logLevel", "%q is not one of debug, info, warn, error", level)
-	}
-	conf.LogLevel, conf.PluginLogLevel = level, ""
-	return nil
-}
-
-// oneOf is the value of a field written in either of two spellings; the
-// same field given twice with different values is an error.
-func oneOf(name, v, altName, alt string) (string, error) {
-	if v != "" && alt != "" && v != alt {
-		return "", cni.FieldError(name, "%q conflicts with %s %q; give one", v, altName, alt)
-	}
-	if v == "" {
-		return alt, nil
-	}
-	return v, nil
-}
-
-// checkVersion refuses a cniVersion we do not speak. skel checks it too,
-// but in-process callers and the message naming the field come from here.
-func checkVersion(v string) error {
-	supported := cni.SpecVersions.SupportedVersions()
-	if v == "" {
-		return cni.Errorf(cni.CodeIncompatibleVersion, "invalid config: field \"cniVersion\": missing; supported: %v", supported)
-	}
-	if !slices.Contains(supported, v) {
-		return cni.Errorf(cni.CodeIncompatibleVersion, "invalid config: field \"cniVersion\": %q is not supported; supported: %v", v, supported)
+		return cni.FieldError(mergedLevel.Field, "%q is not one of debug, info, warn, error", level)
 	}
 	return nil
-}
-
-// prevResult returns the config's prevResult as a current result, or nil
-// when there is none.
-func prevResult(conf *NetConf) (*current.Result, error) {
-	if conf.RawPrevResult == nil {
-		return nil, nil
-	}
-	if err := cniversion.ParsePrevResult(&conf.NetConf); err != nil {
-		return nil, cni.FieldError("prevResult", "%v", err)
-	}
-	prev, err := current.NewResultFromResult(conf.PrevResult)
-	if err != nil {
-		return nil, cni.FieldError("prevResult", "%v", err)
-	}
-	return prev, nil
 }
 
 // podArgs are the Kubernetes fields of CNI_ARGS that vpcnetd records with

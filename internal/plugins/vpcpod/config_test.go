@@ -23,10 +23,10 @@ func TestDecodeConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		json string
-		want func(*NetConf) string // "" when as expected
+		want func(*Config) string // "" when as expected
 	}{
-		{"defaults", `{"cniVersion":"1.1.0","name":"pods","type":"vpc-pod"}`, func(c *NetConf) string {
-			if c.Socket != nodeapi.DefaultSocket || c.VethPrefix != "vpc" || c.MTU != 0 || c.addTimeout != DefaultAddTimeout || c.LogFile != "" || c.logLevel != slog.LevelInfo {
+		{"defaults", `{"cniVersion":"1.1.0","name":"pods","type":"vpc-pod"}`, func(c *Config) string {
+			if c.Socket != nodeapi.DefaultSocket || c.VethPrefix != "vpc" || c.MTU != 0 || c.addTimeout != DefaultAddTimeout || c.logFile != "" || c.logLevel != slog.LevelInfo {
 				return fmt.Sprintf("%+v", c)
 			}
 			return ""
@@ -34,20 +34,20 @@ func TestDecodeConfig(t *testing.T) {
 		// aws-cni's conflist entry, type changed: mtu as a string, its log
 		// field names, a field of its own vpc-pod ignores.
 		{"aws-cni entry", `{"cniVersion":"0.4.0","name":"aws-cni","type":"vpc-pod","vethPrefix":"eni","mtu":"9001",
-			"pluginLogFile":"/var/log/aws-routed-eni/plugin.log","pluginLogLevel":"DEBUG","podSGEnforcingMode":"strict"}`, func(c *NetConf) string {
-			if c.VethPrefix != "eni" || c.MTU != 9001 || c.LogFile != "/var/log/aws-routed-eni/plugin.log" || c.logLevel != slog.LevelDebug {
+			"pluginLogFile":"/var/log/aws-routed-eni/plugin.log","pluginLogLevel":"DEBUG","podSGEnforcingMode":"strict"}`, func(c *Config) string {
+			if c.VethPrefix != "eni" || c.MTU != 9001 || c.logFile != "/var/log/aws-routed-eni/plugin.log" || c.logLevel != slog.LevelDebug {
 				return fmt.Sprintf("%+v", c)
 			}
 			return ""
 		}},
-		{"own names", `{"cniVersion":"1.0.0","name":"pods","type":"vpc-pod","socket":"/run/x.sock","mtu":1500,"addTimeout":"2m","logFile":"stderr","logLevel":"warn"}`, func(c *NetConf) string {
-			if c.Socket != "/run/x.sock" || c.MTU != 1500 || c.addTimeout != 2*time.Minute || c.LogFile != "stderr" || c.logLevel != slog.LevelWarn {
+		{"own names", `{"cniVersion":"1.0.0","name":"pods","type":"vpc-pod","socket":"/run/x.sock","mtu":1500,"addTimeout":"2m","logFile":"stderr","logLevel":"warn"}`, func(c *Config) string {
+			if c.Socket != "/run/x.sock" || c.MTU != 1500 || c.addTimeout != 2*time.Minute || c.logFile != "stderr" || c.logLevel != slog.LevelWarn {
 				return fmt.Sprintf("%+v", c)
 			}
 			return ""
 		}},
-		{"both spellings agreeing", `{"cniVersion":"1.0.0","name":"pods","logFile":"/l","pluginLogFile":"/l","mtu":""}`, func(c *NetConf) string {
-			if c.LogFile != "/l" || c.MTU != 0 {
+		{"both spellings agreeing", `{"cniVersion":"1.0.0","name":"pods","logFile":"/l","pluginLogFile":"/l","mtu":""}`, func(c *Config) string {
+			if c.logFile != "/l" || c.MTU != 0 {
 				return fmt.Sprintf("%+v", c)
 			}
 			return ""
@@ -89,7 +89,7 @@ func TestDecodeConfigErrors(t *testing.T) {
 		{`{` + base + `,"logFile":"stdout"}`, cni.CodeInvalidConfig, `"logFile"`},
 		{`{` + base + `,"logFile":"relative.log"}`, cni.CodeInvalidConfig, `"logFile"`},
 		{`{` + base + `,"logFile":"/a","pluginLogFile":"/b"}`, cni.CodeInvalidConfig, `"logFile"`},
-		{`{` + base + `,"pluginLogLevel":"loud"}`, cni.CodeInvalidConfig, `"logLevel"`},
+		{`{` + base + `,"pluginLogLevel":"loud"}`, cni.CodeInvalidConfig, `"pluginLogLevel"`},
 	} {
 		_, err := decodeConfig([]byte(tc.json))
 		var e *types.Error

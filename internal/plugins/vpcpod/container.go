@@ -6,9 +6,9 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/crashpoint"
 	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
@@ -22,25 +22,23 @@ import (
 // through it, and the gateway's permanent neighbour entry pointing at the
 // host veth's MAC, so the pod never has to ask for it.
 func configurePod(ifName string, p podPlan, hostMAC net.HardwareAddr) (netlink.Link, error) {
-	link, err := netlink.LinkByName(ifName)
+	link, err := netops.LinkByName(ifName)
 	if err != nil {
 		return nil, cni.Wrap(cni.CodeInternal, err, "find %s in the pod", ifName)
 	}
-	addr := &net.IPNet{IP: net.IP(p.addr.AsSlice()), Mask: net.CIDRMask(32, 32)}
-	if err := netops.AddAddress(link, addr); err != nil {
+	if err := netops.AddAddress(link, p.prefix()); err != nil {
 		return nil, cni.Wrap(cni.CodeInternal, err, "give %s its address", ifName)
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
+	if err := netops.SetLinkUp(link); err != nil {
 		return nil, cni.Wrap(cni.CodeInternal, err, "bring %s up", ifName)
 	}
-	cni.Step(stepPodAddress)
+	crashpoint.At(stepPodAddress)
 	gw := netops.TableRoute{Dst: podGatewayPrefix(), LinkIndex: link.Attrs().Index}
 	if err := netops.ReplaceTableRoute(gw); err != nil {
 		return nil, cni.Wrap(cni.CodeInternal, err, "route the gateway %s on %s", podGateway, ifName)
 	}
-	def := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Gw: net.IP(podGateway.AsSlice())}
-	if err := netlink.RouteAdd(def); err != nil {
-		if errors.Is(err, unix.EEXIST) {
+	if err := netops.AddRoute(link, netops.DefaultDestination(podGateway), podGateway, netops.RouteOptions{}); err != nil {
+		if errors.Is(err, netops.ErrRouteExists) {
 			return nil, cni.Errorf(cni.CodeInternal, "failed to add the default route via %s on %s: the pod already has a default route", podGateway, ifName)
 		}
 		return nil, cni.Wrap(cni.CodeInternal, err, "add the default route via %s on %s", podGateway, ifName)
@@ -48,9 +46,9 @@ func configurePod(ifName string, p podPlan, hostMAC net.HardwareAddr) (netlink.L
 	if err := netops.SetPermanentNeighbor(link, podGateway, hostMAC); err != nil {
 		return nil, cni.Wrap(cni.CodeInternal, err, "set the gateway's neighbour entry on %s", ifName)
 	}
-	cni.Step(stepPodRoutes)
+	crashpoint.At(stepPodRoutes)
 	// Re-read the link: the result reports its MAC as the kernel has it.
-	return netlink.LinkByIndex(link.Attrs().Index)
+	return netops.LinkByIndex(link.Attrs().Index)
 }
 
 // configurePodIn runs configurePod in the pod's namespace.

@@ -29,7 +29,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/logging"
 	"github.com/vpcnet/vpcnet/internal/netops"
 	"github.com/vpcnet/vpcnet/internal/node/nodeapi"
 	"github.com/vpcnet/vpcnet/internal/testenv"
@@ -47,7 +47,7 @@ const tag = "hp"
 func TestMain(m *testing.M) {
 	testenv.CleanLeftovers(tag)
 	// The verbs run in-process log through the default logger.
-	slog.SetDefault(cni.Discard)
+	slog.SetDefault(logging.Discard)
 	os.Exit(m.Run())
 }
 
@@ -273,7 +273,7 @@ func newNode(t testing.TB, addrs ...string) *node {
 		if err := netlink.LinkSetUp(lo); err != nil {
 			return err
 		}
-		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: netops.HostPrefix(net.ParseIP(nodeIP))}); err != nil {
+		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: netops.IPNet(netops.HostPrefix(netip.MustParseAddr(nodeIP)))}); err != nil {
 			return err
 		}
 		// The pods' packets to each other are forwarded by the node.

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/crashpoint"
 	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
@@ -84,7 +85,7 @@ func lockRules(path string) (func(), error) {
 // it: the /32 route first, then the rules, so that a rule never exists
 // without its route (orphanRules relies on it), under the rule lock.
 func configureHost(v *netlink.Veth, p podPlan, lock string) error {
-	if err := netlink.LinkSetUp(v); err != nil {
+	if err := netops.SetLinkUp(v); err != nil {
 		return cni.Wrap(cni.CodeInternal, err, "bring host veth %s up", v.Name)
 	}
 	unlock, err := lockRules(lock)
@@ -96,13 +97,13 @@ func configureHost(v *netlink.Veth, p podPlan, lock string) error {
 	if err := netops.ReplaceTableRoute(route); err != nil {
 		return cni.Wrap(cni.CodeInternal, err, "route %s to host veth %s", p.addr, v.Name)
 	}
-	cni.Step(stepHostRoute)
+	crashpoint.At(stepHostRoute)
 	for _, r := range p.rules() {
 		if err := netops.AddRule(r); err != nil {
 			return cni.Wrap(cni.CodeInternal, err, "add the rule for %s", p.addr)
 		}
 	}
-	cni.Step(stepRules)
+	crashpoint.At(stepRules)
 	return nil
 }
 
@@ -112,9 +113,8 @@ func configureHost(v *netlink.Veth, p podPlan, lock string) error {
 // link of that name that is not a veth or is labelled for someone else.
 func attachmentVeth(a attachment) (v *netlink.Veth, foreign netlink.Link, err error) {
 	name := a.hostVethName()
-	l, err := netlink.LinkByName(name)
-	var nf netlink.LinkNotFoundError
-	if errors.As(err, &nf) {
+	l, err := netops.LinkByName(name)
+	if errors.Is(err, netops.ErrLinkNotFound) {
 		return nil, nil, nil
 	}
 	if err != nil {
@@ -155,7 +155,7 @@ func removeVeth(v netlink.Link) ([]netip.Addr, error) {
 	if err := removeRulesFor(addrs...); err != nil {
 		return nil, err
 	}
-	cni.Step(stepRulesRemoved)
+	crashpoint.At(stepRulesRemoved)
 	deleted, err := netops.DeleteLink(v)
 	if err != nil {
 		return nil, cni.Wrap(cni.CodeInternal, err, "delete host veth %s", v.Attrs().Name)

@@ -213,10 +213,10 @@ func buildResult(host, pod iface, p podPlan) *current.Result {
 		},
 		IPs: []*current.IPConfig{{
 			Interface: current.Int(containerIndex),
-			Address:   net.IPNet{IP: net.IP(p.addr.AsSlice()), Mask: net.CIDRMask(32, 32)},
-			Gateway:   net.IP(podGateway.AsSlice()),
+			Address:   *netops.IPNet(p.prefix()),
+			Gateway:   netops.IP(podGateway),
 		}},
-		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: net.IP(podGateway.AsSlice())}},
+		Routes: []*types.Route{{Dst: *netops.IPNet(netops.DefaultDestination(podGateway)), GW: netops.IP(podGateway)}},
 	}
 }
 

@@ -32,11 +32,12 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/crashpoint"
 	"github.com/vpcnet/vpcnet/internal/netops"
 	"github.com/vpcnet/vpcnet/internal/node/nodeapi"
 )
 
-// Steps after which a crash leaves partial state (see cni.Step).
+// Steps after which a crash leaves partial state (see crashpoint.At).
 const (
 	stepAssigned     = "vpc-pod: address assigned"
 	stepStale        = "vpc-pod: earlier veth removed"
@@ -51,23 +52,8 @@ const (
 	stepReleased     = "vpc-pod: address released"
 )
 
-// Funcs are the CNI verbs, for cni.Main.
-func Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{
-		Add:    func(args *skel.CmdArgs) error { return printResult(Add(context.TODO(), args)) },
-		Del:    func(args *skel.CmdArgs) error { return Del(context.TODO(), args) },
-		Check:  func(args *skel.CmdArgs) error { return Check(context.TODO(), args) },
-		GC:     func(args *skel.CmdArgs) error { return GC(context.TODO(), args) },
-		Status: func(args *skel.CmdArgs) error { return Status(context.TODO(), args) },
-	}
-}
-
-func printResult(r types.Result, err error) error {
-	if err != nil {
-		return err
-	}
-	return r.Print()
-}
+// Verbs are the CNI verbs, for cni.Main.
+var Verbs = cni.Verbs{Add: Add, Del: Del, Check: Check, GC: GC, Status: Status}
 
 // rollback is what a failed ADD undoes, newest first.
 type rollback []func()
@@ -141,7 +127,7 @@ func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 		return nil, ag.failure("AddNetwork", err)
 	}
 	undo.add(func() { release(ctx, ag, a, args.Netns, pod, log) })
-	cni.Step(stepAssigned)
+	crashpoint.At(stepAssigned)
 	plan, err := planPod(reply, int(conf.MTU))
 	if err != nil {
 		return nil, err
@@ -151,7 +137,7 @@ func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 	if _, err := removeAttachmentVeth(a); err != nil {
 		return nil, err
 	}
-	cni.Step(stepStale)
+	crashpoint.At(stepStale)
 
 	veth, err := createVeth(a, netns, args.IfName, plan.mtu)
 	if err != nil {
@@ -162,11 +148,11 @@ func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 			log.Error("cannot remove the veth of a failed ADD", "veth", veth.Name, "err", err)
 		}
 	})
-	cni.Step(stepVeth)
+	crashpoint.At(stepVeth)
 	if err := labelVeth(veth, a, netns, args.IfName); err != nil {
 		return nil, err
 	}
-	cni.Step(stepLabelled)
+	crashpoint.At(stepLabelled)
 
 	// Rules go with the veth in removeVeth, found from its route; until the
 	// route exists there are none.
@@ -183,11 +169,7 @@ func Add(ctx context.Context, args *skel.CmdArgs) (_ types.Result, err error) {
 		iface{name: veth.Name, mac: veth.HardwareAddr.String()},
 		iface{name: args.IfName, mac: podLink.Attrs().HardwareAddr.String(), sandbox: args.Netns},
 		plan)
-	out, err := res.GetAsVersion(conf.CNIVersion)
-	if err != nil {
-		return nil, cni.Wrap(cni.CodeInternal, err, "convert the result to version %s", conf.CNIVersion)
-	}
-	return out, nil
+	return cni.AsVersion(res, conf.CNIVersion)
 }
 
 // release gives a failed ADD's address back to vpcnetd.
@@ -237,7 +219,7 @@ func Del(ctx context.Context, args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	cni.Step(stepVethRemoved)
+	crashpoint.At(stepVethRemoved)
 
 	ag, err := newAgent(conf.Socket)
 	if err != nil {
@@ -260,7 +242,7 @@ func Del(ctx context.Context, args *skel.CmdArgs) error {
 	case err != nil:
 		return ag.failure("DelNetwork", err)
 	}
-	cni.Step(stepReleased)
+	crashpoint.At(stepReleased)
 	if addr, perr := netip.ParseAddr(reply.GetIpv4Address()); reply.GetFound() && perr == nil && len(addrs) == 0 {
 		// The veth died with the namespace; its rules did not.
 		if err := removeUnroutedRules(addr, ruleLock(conf.Socket)); err != nil {
@@ -297,12 +279,9 @@ func Check(ctx context.Context, args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	prev, err := prevResult(conf)
+	prev, err := cni.PrevResult(&conf.NetConf, true)
 	if err != nil {
 		return err
-	}
-	if prev == nil {
-		return cni.FieldError("prevResult", "missing: CHECK needs the result of the ADD")
 	}
 	netns, err := openNetns(args.Netns)
 	if err != nil {
@@ -430,19 +409,19 @@ func forwardingStatus() error {
 
 // logger is the verb's logger: the process's, plus the config's log file
 // when it names one.
-func (c *NetConf) logger(attrs ...any) (*slog.Logger, func()) {
+func (c *Config) logger(attrs ...any) (*slog.Logger, func()) {
 	base := slog.Default()
-	if c.LogFile == "" {
+	if c.logFile == "" {
 		return base.With(attrs...), func() {}
 	}
 	var h slog.Handler
 	closeFn := func() {}
-	if c.LogFile == "stderr" {
+	if c.logFile == "stderr" {
 		h = slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: c.logLevel})
 	} else {
-		f, err := os.OpenFile(c.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		f, err := os.OpenFile(c.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
-			base.Warn("cannot open the config's log file", "path", c.LogFile, "err", err)
+			base.Warn("cannot open the config's log file", "path", c.logFile, "err", err)
 			return base.With(attrs...), func() {}
 		}
 		h = slog.NewJSONHandler(f, &slog.HandlerOptions{Level: c.logLevel})

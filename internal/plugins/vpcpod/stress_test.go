@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/crashpoint"
 	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
@@ -112,10 +112,10 @@ func TestCrashAtEachStep(t *testing.T) {
 	nd := newNode(t, "|", "10.0.2.20")
 	warm := nd.newPod(t, "warm", "1.1.0")
 	addLog, delLog := filepath.Join(t.TempDir(), "add"), filepath.Join(t.TempDir(), "del")
-	if _, err := nd.exec("ADD", warm.c, cni.EnvStepLog+"="+addLog); err != nil {
+	if _, err := nd.exec("ADD", warm.c, crashpoint.EnvStepLog+"="+addLog); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := nd.exec("DEL", warm.c, cni.EnvStepLog+"="+delLog); err != nil {
+	if _, err := nd.exec("DEL", warm.c, crashpoint.EnvStepLog+"="+delLog); err != nil {
 		t.Fatal(err)
 	}
 	addSteps, delSteps := readSteps(t, addLog), readSteps(t, delLog)
@@ -186,9 +186,9 @@ func TestCrashAtEachStep(t *testing.T) {
 			t.Run("ADD killed at "+step+"/"+r.name, func(t *testing.T) {
 				p := nd.newPod(t, "crash", "1.1.0")
 				nodeBefore, podBefore := snapshot(t, nd.ns), snapshot(t, p.ns)
-				_, err := nd.exec("ADD", p.c, cni.EnvKillAt+"="+step)
+				_, err := nd.exec("ADD", p.c, crashpoint.EnvKillAt+"="+step)
 				if !killed(err) {
-					t.Fatalf("ADD with %s=%q: want it killed, got %v", cni.EnvKillAt, step, err)
+					t.Fatalf("ADD with %s=%q: want it killed, got %v", crashpoint.EnvKillAt, step, err)
 				}
 				r.repair(t, p)
 				nd.assertRestored(t, nodeBefore, p, podBefore)
@@ -202,9 +202,9 @@ func TestCrashAtEachStep(t *testing.T) {
 			if _, err := nd.exec("ADD", p.c); err != nil {
 				t.Fatal(err)
 			}
-			_, err := nd.exec("DEL", p.c, cni.EnvKillAt+"="+step)
+			_, err := nd.exec("DEL", p.c, crashpoint.EnvKillAt+"="+step)
 			if !killed(err) {
-				t.Fatalf("DEL with %s=%q: want it killed, got %v", cni.EnvKillAt, step, err)
+				t.Fatalf("DEL with %s=%q: want it killed, got %v", crashpoint.EnvKillAt, step, err)
 			}
 			if _, err := nd.exec("DEL", p.c); err != nil {
 				t.Fatalf("DEL again: %v", err)
