@@ -63,7 +63,7 @@ that file as JSON lines (level from VPCNET_LOG_LEVEL).`,
 		Args:  cobra.NoArgs,
 		RunE:  func(*cobra.Command, []string) error { return version.Print(os.Stdout) },
 	})
-	root.AddCommand(localCommand(), taskCommand())
+	root.AddCommand(localCommand(), taskCommand(), nodeCommand())
 	return root
 }
 

@@ -297,6 +297,12 @@ func TestAgentPool(t *testing.T) {
 			t.Errorf("after restart %s has %s, had %s", id, rep.GetIpv4Address(), addr)
 		}
 	}
+	// What an operator sees.
+	out, err := exec.Command(v.Bin, "node", "status", "--name", v.Name, "--instance", "1").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "assigned  default/pod03") {
+		t.Errorf("vpcnet node status: %v\n%s", err, out)
+	}
+	t.Logf("vpcnet node status:\n%s", out)
 	metrics := a.get("/metrics")
 	for _, want := range []string{"vpcnet_pool_addresses{state=\"assigned\"} 11", "vpcnet_ec2_calls_total", "vpcnet_cni_latency_seconds_bucket"} {
 		if !strings.Contains(metrics, want) {
