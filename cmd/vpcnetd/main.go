@@ -13,13 +13,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/vpcnet/vpcnet/internal/cni"
+	"github.com/vpcnet/vpcnet/internal/logging"
 	"github.com/vpcnet/vpcnet/internal/node"
 	"github.com/vpcnet/vpcnet/internal/version"
 )
 
 func main() {
-	logger, closeLog := cni.NewLogger("vpcnetd")
+	logger, closeLog := logging.New("vpcnetd")
 	slog.SetDefault(logger)
 	err := command(logger).Execute()
 	closeLog()
