@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -70,6 +72,14 @@ that file as JSON lines (level from VPCNET_LOG_LEVEL).`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			go func() {
+				// A stop that hangs is a bug: show where, then go.
+				<-ctx.Done()
+				time.Sleep(cfg.Pool.AddWait + 15*time.Second)
+				fmt.Fprintln(os.Stderr, "vpcnetd: graceful stop still not done; goroutines:")
+				_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
+				os.Exit(2)
+			}()
 			return node.Start(ctx, cfg, log)
 		},
 	}

@@ -103,7 +103,12 @@ func (a *agent) start() {
 
 func (a *agent) logs() string {
 	b, _ := os.ReadFile(filepath.Join(a.dir, "stderr.log"))
-	return string(b)
+	l, _ := os.ReadFile(filepath.Join(a.dir, "vpcnetd.log"))
+	lines := strings.Split(strings.TrimSpace(string(l)), "\n")
+	if len(lines) > 15 {
+		lines = lines[len(lines)-15:]
+	}
+	return string(b) + "\nlast lines of vpcnetd.log:\n" + strings.Join(lines, "\n")
 }
 
 // stop sends SIGTERM and waits: a graceful stop.
