@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcnet/vpcnet/internal/netops"
+	"github.com/vpcnet/vpcnet/internal/node/nodeapi"
 )
 
 // Node networking: what the node needs besides the pods' own veths (which
@@ -34,18 +35,12 @@ import (
 //     AMI sets them: replies to SNATed pod traffic arrive on eth0 for
 //     addresses routed elsewhere.
 //
-// Every rule carries RuleProtocol and every route lives in a table the
+// Every rule carries nodeapi.RuleProtocol and every route lives in a table the
 // agent owns, so Cleanup removes exactly what the agent made.
-
-// RuleProtocol marks the agent's ip rules (and vpc-pod's): RTPROT numbers
-// above 99 are free for routing daemons; 0x76 is "v" for vpcnet.
-const RuleProtocol = 0x76
 
 // Rule priorities, as aws-node uses them.
 const (
-	priorityToPod      = 512  // to POD lookup main (vpc-pod)
-	priorityOffVPC     = 1024 // not to VPC lookup main (agent)
-	priorityFromPod    = 1536 // from POD lookup TABLE (vpc-pod)
+	priorityOffVPC     = 1024 // not to VPC lookup main; vpc-pod's per-pod rules are 512 and 1536
 	nftNodeTable       = "vpcnet-node"
 	nftNodeChain       = "snat"
 	nftNodeRuleComment = "vpcnetd: SNAT of pod traffic leaving the VPC"
@@ -178,12 +173,12 @@ func (k *KernelNetwork) SetupHost(h HostNetwork) error {
 	want := map[netops.Rule]bool{}
 	if !h.ExternalSNAT {
 		for _, c := range h.VPCCIDRs {
-			want[netops.Rule{Priority: priorityOffVPC, Dst: c.Masked(), Invert: true, Protocol: RuleProtocol}] = true
+			want[netops.Rule{Priority: priorityOffVPC, Dst: c.Masked(), Invert: true, Protocol: nodeapi.RuleProtocol}] = true
 		}
 	}
 	// Converge the agent's 1024 rules: add what is wanted, remove the
 	// rest (a VPC CIDR that went away, or external SNAT turned on).
-	have, err := netops.Rules(RuleProtocol)
+	have, err := netops.Rules(nodeapi.RuleProtocol)
 	if err != nil {
 		return err
 	}
@@ -210,7 +205,7 @@ func (k *KernelNetwork) SetupHost(h HostNetwork) error {
 // the plugin's (its DEL removes them); Cleanup removes those too, as it is
 // meant for a node that stops running pods.
 func (k *KernelNetwork) Cleanup() error {
-	rules, err := netops.Rules(RuleProtocol)
+	rules, err := netops.Rules(nodeapi.RuleProtocol)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpcnet/vpcnet/internal/netops"
+	"github.com/vpcnet/vpcnet/internal/node/nodeapi"
 	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
@@ -137,8 +138,8 @@ func TestNodeNetworking(t *testing.T) {
 	// What vpc-pod does on the node for a pod of a secondary ENI.
 	inNS(t, node,
 		"route add "+podIP.String()+"/32 dev vpcpod1 scope link",
-		fmt.Sprintf("rule add to %s/32 lookup main priority 512 protocol %d", podIP, RuleProtocol),
-		fmt.Sprintf("rule add from %s/32 lookup 2 priority 1536 protocol %d", podIP, RuleProtocol))
+		fmt.Sprintf("rule add to %s/32 lookup main priority 512 protocol %d", podIP, nodeapi.RuleProtocol),
+		fmt.Sprintf("rule add from %s/32 lookup 2 priority 1536 protocol %d", podIP, nodeapi.RuleProtocol))
 
 	// The agent brings an ENI's link up and leaves it so; IPv6 link-local
 	// addresses and routes come and go with links on the kernel's own time.

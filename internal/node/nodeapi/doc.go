@@ -18,6 +18,12 @@ const DefaultSocket = "/run/vpcnet/vpcnetd.sock"
 // HealthService is the service name vpcnetd reports in grpc.health.v1.
 const HealthService = "vpcnetd"
 
+// RuleProtocol marks every ip rule of the pod datapath (FRA_PROTOCOL), the
+// plugin's per-pod rules and the agent's off-VPC rules alike: the kernel
+// keeps the mark, so each side finds its own rules and no one else's.
+// Numbers above 99 are free for routing daemons; 118 is "v".
+const RuleProtocol uint8 = 118
+
 // DefaultVethPrefix starts the host side name of every pod veth.
 const DefaultVethPrefix = "vpc"
 

@@ -31,10 +31,8 @@ const (
 	priorityFromPod = 1536
 )
 
-// RuleProtocol marks the rules vpc-pod installs (FRA_PROTOCOL), so that DEL
-// and GC remove only those and never the node agent's or the operator's.
-// 118 is 'v', unused in iproute2's rt_protos.
-const RuleProtocol uint8 = 118
+// RuleProtocol marks the rules vpc-pod installs (see nodeapi.RuleProtocol).
+const RuleProtocol = nodeapi.RuleProtocol
 
 // attachment is the key of one ADD, as vpcnetd keys its assignments, and
 // the host veth's names derived from it.
