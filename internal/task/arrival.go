@@ -23,8 +23,8 @@ import (
 //
 //   - a rule in a bridge-family nftables table of the endpoint's own
 //     (vpcnet-task-endpoint, in the instance namespace) marks every frame
-//     entering the metadata bridge with the index of the port it entered
-//     by (mark = arrivalMarkBase | ifindex);
+//     entering a bridge by one of vpc-bridge's ports with the index of the
+//     port (mark = arrivalMarkBase | ifindex);
 //   - net.ipv4.tcp_fwmark_accept=1 in the instance namespace makes an
 //     accepted TCP connection carry the mark of the SYN that opened it;
 //   - the endpoint reads the accepted socket's SO_MARK, and answers only
@@ -38,9 +38,13 @@ import (
 // from the frames a task sends, so they follow a spoofed MAC.
 
 const (
-	arrivalTable    = "vpcnet-task-endpoint"
-	arrivalMarkBase = 0x7e000000
-	arrivalMarkMask = 0x00ffffff
+	// bridgePortPrefix starts the name of every host veth vpc-bridge
+	// makes (it names them "vbr" + a hash of the attachment). Should it
+	// change, the endpoint refuses every task: tests fail loudly.
+	bridgePortPrefix = "vbr"
+	arrivalTable     = "vpcnet-task-endpoint"
+	arrivalMarkBase  = 0x7e000000
+	arrivalMarkMask  = 0x00ffffff
 )
 
 // ensureArrivalMarks installs the marking rule (replacing the table, so
@@ -63,8 +67,10 @@ func ensureArrivalMarks() error {
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(-300), Policy: &accept,
 	})
 	c.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyBRIIIFNAME, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(bridgeName)},
+		// iifname "vbr*": the kernel here has no "meta ibrname" (the
+		// bridge's name); vpc-bridge's ports are recognised by name.
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(bridgePortPrefix)},
 		&expr.Meta{Key: expr.MetaKeyIIF, Register: 1},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
 			Mask: binaryutil.NativeEndian.PutUint32(arrivalMarkMask),
@@ -89,12 +95,6 @@ func removeArrivalMarks() {
 	}
 	c.DelTable(&nftables.Table{Name: arrivalTable, Family: nftables.TableFamilyBridge})
 	_ = c.Flush()
-}
-
-func ifname(n string) []byte {
-	b := make([]byte, unix.IFNAMSIZ)
-	copy(b, n)
-	return b
 }
 
 // arrivalKey keys the port of a request's connection in its context.
