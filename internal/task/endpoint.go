@@ -199,15 +199,18 @@ func ServeEndpoint(ctx context.Context, e Endpoint, idle time.Duration) error {
 	if err := netops.AddAddress(lo, netops.HostPrefix(EndpointAddr)); err != nil {
 		return err
 	}
-	if e.CheckPort {
-		if err := ensureArrivalMarks(); err != nil {
-			return err
-		}
-		defer removeArrivalMarks()
-	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(EndpointAddr.String(), "80"))
 	if err != nil {
 		return fmt.Errorf("failed to listen on %s:80: %w", EndpointAddr, err)
+	}
+	// Only the endpoint that listens owns the marks: one that lost the
+	// race for the address must not remove them on its way out.
+	if e.CheckPort {
+		if err := ensureArrivalMarks(); err != nil {
+			ln.Close()
+			return err
+		}
+		defer removeArrivalMarks()
 	}
 	srv := &http.Server{Handler: e, ReadHeaderTimeout: 5 * time.Second, ConnContext: connArrival}
 	shutdown := func() {
