@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vpcnet/vpcnet/internal/netops"
+	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
 func TestParseStat(t *testing.T) {
@@ -141,5 +144,28 @@ func TestAnyInNamespace(t *testing.T) {
 	}
 	if AnyInNamespace(filepath.Join(t.TempDir(), "none")) {
 		t.Error("a process in a namespace that does not exist")
+	}
+
+	// A namespace of its own: empty, then holding a child, then empty.
+	n := testenv.NewNS(t, "htproc")
+	if AnyInNamespace(n.Path()) {
+		t.Fatalf("a process in the new, empty namespace %s", n.Path())
+	}
+	cmd := exec.Command("sleep", "60")
+	if err := netops.StartIn(n.Path(), cmd); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	if !AnyInNamespace(n.Path()) || !InNamespace(cmd.Process.Pid, n.Path()) {
+		t.Errorf("the child %d in %s is not seen there", cmd.Process.Pid, n.Path())
+	}
+	if InNamespace(os.Getpid(), n.Path()) {
+		t.Error("this process is taken for one in the new namespace")
+	}
+	_ = cmd.Process.Kill()
+	// Killed but not yet reaped: a zombie holds no namespace.
+	WaitGone(func() bool { return Alive(cmd.Process.Pid) }, time.Minute)
+	if AnyInNamespace(n.Path()) {
+		t.Error("a process in the namespace after its only one was killed")
 	}
 }
