@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 )
@@ -27,11 +28,17 @@ func (l *Launcher) Exec(ctx context.Context, r *Record, stdio IO) (int, error) {
 	if len(r.Command) == 0 {
 		return 0, errors.New("no command to run")
 	}
+	// The task's files are the host's: a command the host cannot find,
+	// the task cannot either. Say so as before sandboxes, not as the
+	// runtime's failure.
+	if _, err := exec.LookPath(r.Command[0]); err != nil {
+		return 0, fmt.Errorf("failed to start %q: %w", r.Command[0], err)
+	}
 	if err := l.Runtime.writeBundle(r, l.Hidden); err != nil {
 		return 0, fmt.Errorf("prepare the task's sandbox: %w", err)
 	}
 	var saveErr error
-	_, done, err := l.Runtime.run(r, stdio, func(pid int) {
+	done, err := l.Runtime.run(r, stdio, func(pid int) {
 		r.PID, r.State = pid, StateRunning
 		saveErr = l.Store.Put(r)
 	})

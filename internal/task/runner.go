@@ -93,7 +93,7 @@ func (rn Runner) Launcher(ctx context.Context, progress io.Writer) (*Launcher, e
 			IPAMDir:  filepath.Join(dir, "ipam"),
 		},
 		Runtime:  Runtime{Bin: rn.Runtime, Root: filepath.Join(dir, "runtime"), Bundles: filepath.Join(dir, "bundles")},
-		Hidden:   h.Hidden(),
+		Hidden:   append(h.Hidden(), operatorAWSDir()...),
 		StoreID:  storeID,
 		StateDir: stateDir,
 		EnsureEndpoint: func() error {
@@ -107,6 +107,20 @@ func (rn Runner) Launcher(ctx context.Context, progress io.Writer) (*Launcher, e
 		l.Progress = &Progress{W: progress}
 	}
 	return l, nil
+}
+
+// operatorAWSDir is the operator's shared AWS configuration (~/.aws), when
+// there is one: a task must not take the operator's credentials from it.
+func operatorAWSDir() []string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return nil
+	}
+	dir := filepath.Join(home, ".aws")
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return nil
+	}
+	return []string{dir}
 }
 
 func (rn Runner) self(args ...string) []string {

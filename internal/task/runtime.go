@@ -106,17 +106,17 @@ func taskCwd(hidden []string) string {
 	return wd
 }
 
-// run starts the task's container in the foreground of cmd (stdio passed
-// through) and returns once the runtime has created it, with the PID of its
-// first process as the host sees it, or with the runtime's exit error
-// when it ended first.
-func (rt Runtime) run(r *Record, stdio IO, started func(pid int)) (*exec.Cmd, <-chan error, error) {
+// run starts the task's container (stdio passed through) and returns once
+// the runtime has created it, having called started with the PID of its
+// first process as the host sees it; done yields the runtime's exit (the
+// command's status), at once when it ended before the PID was seen.
+func (rt Runtime) run(r *Record, stdio IO, started func(pid int)) (<-chan error, error) {
 	pidFile := filepath.Join(rt.bundle(r), "pid")
 	_ = os.Remove(pidFile)
 	cmd := rt.command("run", "--bundle", rt.bundle(r), "--pid-file", pidFile, containerID(r))
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio.Stdin, stdio.Stdout, stdio.Stderr
 	if err := cmd.Start(); err != nil {
-		return nil, nil, fmt.Errorf("start %s: %w", rt.bin(), err)
+		return nil, fmt.Errorf("start %s: %w", rt.bin(), err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -125,13 +125,13 @@ func (rt Runtime) run(r *Record, stdio IO, started func(pid int)) (*exec.Cmd, <-
 	for {
 		if pid := readPID(pidFile); pid > 0 {
 			started(pid)
-			return cmd, done, nil
+			return done, nil
 		}
 		select {
 		case err := <-done:
 			ch := make(chan error, 1)
 			ch <- err
-			return cmd, ch, nil
+			return ch, nil
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
