@@ -98,6 +98,11 @@ func TestStartDetachedAndStop(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+		// Wait until the shell runs and has set its trap (it prints after).
+		WaitGone(func() bool {
+			b, _ := os.ReadFile(logPath)
+			return strings.Count(string(b), "started") < 1
+		}, time.Minute)
 		if !RunsBinary(pid, "sh") && !RunsBinary(pid, "dash") && !RunsBinary(pid, "bash") {
 			t.Errorf("%s: pid %d does not run a shell", tc.name, pid)
 		}
@@ -107,11 +112,6 @@ func TestStartDetachedAndStop(t *testing.T) {
 		if sid, _ := unix.Getsid(pid); sid != pid {
 			t.Errorf("%s: the detached process is in session %d, not its own", tc.name, sid)
 		}
-		// Wait until the shell has set its trap (it prints after).
-		WaitGone(func() bool {
-			b, _ := os.ReadFile(logPath)
-			return strings.Count(string(b), "started") < 1
-		}, time.Minute)
 		if !Alive(pid) {
 			t.Fatalf("%s: the detached process is not alive", tc.name)
 		}
