@@ -33,13 +33,6 @@ type Runner struct {
 	Self []string `json:"self"`
 }
 
-// taskRetry is the launcher's retry policy: a launch has a deadline
-// (--timeout) and a teardown its own, and those, not a count of attempts,
-// should decide when to give up on a throttling or failing EC2. With ten
-// attempts, one call in a thousand fails outright when half of the calls
-// are throttled.
-var taskRetry = cloud.RetryPolicy{MaxAttempts: 25, MaxBackoff: cloud.DefaultRetry.MaxBackoff}
-
 // ExitError is a task's own non-zero exit status, for the command to exit
 // with.
 type ExitError struct{ Code int }
@@ -61,7 +54,7 @@ func (rn Runner) Host() Host { return Host{StateDir: rn.StateDir} }
 
 // Launcher builds the task launcher of the instance this process runs on.
 func (rn Runner) Launcher(ctx context.Context, progress io.Writer) (*Launcher, error) {
-	cfg, err := cloud.LoadConfig(ctx, taskRetry)
+	cfg, err := cloud.LoadConfig(ctx, cloud.TaskRetryPolicy)
 	if err != nil {
 		return nil, err
 	}
