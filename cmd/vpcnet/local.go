@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -170,7 +171,12 @@ func stopLocalTasks(ctl *localvpc.Control) {
 		return
 	}
 	for _, in := range ctl.Instances {
-		_ = inInstance(ctl, in.ID, []string{exe, "task", "gc", "--stop-all", "--local", ctl.Name, "--instance", in.ID}, os.Stderr, false)
+		c := exec.Command(exe, "task", "gc", "--stop-all", "--local", ctl.Name, "--instance", in.ID)
+		c.Env = ctl.InstanceEnv(os.Environ(), in.ID)
+		c.Stdout, c.Stderr = os.Stderr, os.Stderr
+		if netops.StartIn(netops.NamedNSPath(in.Namespace), c) == nil {
+			_ = c.Wait()
+		}
 	}
 }
 

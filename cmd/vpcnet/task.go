@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -56,7 +57,7 @@ func (o *taskOptions) runner() task.Runner {
 
 // onLocalInstance runs this very command again on a local VPC instance,
 // when it runs in the root namespace with a local VPC up, and returns its
-// outcome. It returns (false, nil) when the command should run here: on an
+// outcome (the child's exit status is this command's). It returns (false, nil) when the command should run here: on an
 // instance already (EC2, or a local instance through `vpcnet local exec`).
 func (o *taskOptions) onLocalInstance(instanceRef string, args []string) (bool, error) {
 	if os.Getenv(localvpc.EnvInstance) != "" {
@@ -81,30 +82,46 @@ func (o *taskOptions) onLocalInstance(instanceRef string, args []string) (bool, 
 		return false, err
 	}
 	argv := append([]string{exe}, replaceInstance(args, instanceRef, inst.ID)...)
-	return true, inInstance(ctl, inst.ID, argv, os.Stdout, true)
+	return true, inInstance(ctl, inst.ID, argv, os.Stdout)
 }
 
 // inInstance runs argv as a process of a local VPC instance (its
-// namespace, its environment): with replace, this process becomes it (its
-// exit status is the command's); otherwise it runs as a child, its output
-// to stdout and stderr, and inInstance waits for it. Every re-run of vpcnet
-// on an instance goes through here.
-func inInstance(ctl *localvpc.Control, instanceID string, argv []string, stdout io.Writer, replace bool) error {
+// namespace, its environment) with this process's stdin, stdout as given
+// and stderr, waits for it, and returns its exit status as a
+// task.ExitError. SIGINT and SIGTERM are passed on to it. Every re-run of
+// vpcnet on an instance goes through here: the StartIn line is the one to
+// swap for the local VPC's own way onto an instance.
+func inInstance(ctl *localvpc.Control, instanceID string, argv []string, stdout io.Writer) error {
 	in, err := ctl.Instance(instanceID)
 	if err != nil {
 		return err
 	}
-	env := ctl.InstanceEnv(os.Environ(), in.ID)
-	if replace {
-		return netops.ExecIn(netops.NamedNSPath(in.Namespace), argv, env)
-	}
 	c := exec.Command(argv[0], argv[1:]...)
-	c.Env = env
-	c.Stdout, c.Stderr = stdout, os.Stderr
+	c.Env = ctl.InstanceEnv(os.Environ(), in.ID)
+	c.Stdin, c.Stdout, c.Stderr = os.Stdin, stdout, os.Stderr
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	if err := netops.StartIn(netops.NamedNSPath(in.Namespace), c); err != nil {
 		return err
 	}
-	return c.Wait()
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	for {
+		select {
+		case sig := <-sigs:
+			_ = c.Process.Signal(sig)
+		case err := <-done:
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+					return task.ExitError{Code: 128 + int(ws.Signal())}
+				}
+				return task.ExitError{Code: ee.ExitCode()}
+			}
+			return err
+		}
+	}
 }
 
 // replaceInstance swaps a positional instance reference ("1") for its ID
@@ -372,7 +389,7 @@ func gcEveryLocalInstance(ctl *localvpc.Control) error {
 	}
 	var errs []error
 	for _, in := range ctl.Instances {
-		if err := inInstance(ctl, in.ID, append([]string{exe}, os.Args[1:]...), os.Stdout, false); err != nil {
+		if err := inInstance(ctl, in.ID, append([]string{exe}, os.Args[1:]...), os.Stdout); err != nil {
 			errs = append(errs, fmt.Errorf("gc on %s: %w", in.ID, err))
 		}
 	}
