@@ -9,8 +9,9 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
 // Which bridge port a request came in on.
@@ -114,7 +115,7 @@ func connArrival(ctx context.Context, c net.Conn) context.Context {
 			var gerr error
 			_ = raw.Control(func(fd uintptr) { mark, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK) })
 			if gerr == nil && mark&^arrivalMarkMask == arrivalMarkBase {
-				if l, err := netlink.LinkByIndex(mark & arrivalMarkMask); err == nil {
+				if l, err := netops.LinkByIndex(mark & arrivalMarkMask); err == nil {
 					a.port = l.Attrs().Name
 				}
 			}
