@@ -11,6 +11,7 @@ while read -r bin pkg; do
 	command -v "$bin" >/dev/null 2>&1 || [ -e "$bin" ] || need+=("$pkg")
 done <<'LIST'
 ip iproute2
+runc runc
 nft nftables
 ping iputils-ping
 /usr/lib/cni/bridge containernetworking-plugins

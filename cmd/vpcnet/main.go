@@ -13,23 +13,20 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vpcnet/vpcnet/internal/logging"
+	"github.com/vpcnet/vpcnet/internal/task"
 	"github.com/vpcnet/vpcnet/internal/version"
 )
-
-// exitError carries a specific exit status (a task's own exit code).
-type exitError struct{ code int }
-
-func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 func main() {
 	logger, closeLog := logging.New("vpcnet")
 	slog.SetDefault(logger)
 	err := rootCommand().Execute()
 	closeLog()
-	var ee exitError
+	// A task's own exit status is vpcnet's.
+	var te task.ExitError
 	switch {
-	case errors.As(err, &ee):
-		os.Exit(ee.code)
+	case errors.As(err, &te):
+		os.Exit(te.Code)
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "vpcnet:", err)
 		os.Exit(1)

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/vpcnet/vpcnet/internal/proc"
 	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
@@ -127,14 +128,14 @@ func TestDetachedTasks(t *testing.T) {
 		if len(v.enisTagged(TagTask, webID)) != 0 {
 			t.Errorf("task %s's ENI is left after stop", web)
 		}
-		if Alive(webPID) {
+		if proc.Alive(webPID) {
 			t.Errorf("task %s's command (pid %d) still runs after stop", web, webPID)
 		}
 		v.mustTask("stop", otherID[:10])
 		if r := v.record(otherID); r.State != StateStopped {
 			t.Errorf("after stop by ID prefix, task %s is %s", otherID, r.State)
 		}
-		if Alive(otherPID) {
+		if proc.Alive(otherPID) {
 			t.Errorf("task %s's command (pid %d) still runs after stop", otherID, otherPID)
 		}
 		v.assertClean(1)
@@ -155,7 +156,7 @@ func TestDetachedTasks(t *testing.T) {
 		if err := syscall.Kill(r.Supervisor, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		if !Alive(r.PID) {
+		if !proc.Alive(r.PID) {
 			t.Fatalf("the task's command (pid %d) died with its supervisor; nothing left to stop", r.PID)
 		}
 		// Straight away, while the dead supervisor may still be a zombie
@@ -171,7 +172,7 @@ func TestDetachedTasks(t *testing.T) {
 				t.Errorf("stop printed no %s step:\n%s", step, out)
 			}
 		}
-		if Alive(r.PID) {
+		if proc.Alive(r.PID) {
 			t.Errorf("the task's command (pid %d) still runs", r.PID)
 		}
 		if got := v.record(id).State; got != StateStopped {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vpcnet/vpcnet/internal/netops"
+	"github.com/vpcnet/vpcnet/internal/proc"
 )
 
 // Endpoint serves task metadata at 169.254.170.2 on the instance, in the
@@ -31,6 +32,10 @@ type Endpoint struct {
 	// idle endpoint decides to leave only while it holds that lock, so a
 	// launcher never finds it answering just before it goes.
 	Dir string
+	// CheckPort makes the endpoint answer a task only over a connection
+	// that came in by the task's own bridge port (see arrival.go), not
+	// just from its address, which a task with NET_ADMIN can take.
+	CheckPort bool
 }
 
 // Network is one entry of the "Networks" list of ECS task metadata v4,
@@ -160,9 +165,18 @@ func (e Endpoint) caller(req *http.Request) (Record, error) {
 		return Record{}, err
 	}
 	for _, r := range records {
-		if !r.State.Done() && r.BridgeAddr == ap.Addr().Unmap() {
-			return r, nil
+		if r.State.Done() || r.BridgeAddr != ap.Addr().Unmap() {
+			continue
 		}
+		if e.CheckPort {
+			a, _ := req.Context().Value(arrivalKey{}).(arrival)
+			if r.BridgePort == "" || a.port != r.BridgePort {
+				slog.Warn("task metadata request from a task's address through another port: refused",
+					"addr", ap.Addr(), "task", r.ShortID(), "port", a.port, "taskPort", r.BridgePort)
+				return Record{}, fmt.Errorf("forbidden: %s is task %s's address, but the request did not come through its bridge port", ap.Addr(), r.ShortID())
+			}
+		}
+		return r, nil
 	}
 	return Record{}, fmt.Errorf("forbidden: %s is not a running task's metadata address", ap.Addr())
 }
@@ -189,7 +203,16 @@ func ServeEndpoint(ctx context.Context, e Endpoint, idle time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("failed to listen on %s:80: %w", EndpointAddr, err)
 	}
-	srv := &http.Server{Handler: e, ReadHeaderTimeout: 5 * time.Second}
+	// Only the endpoint that listens owns the marks: one that lost the
+	// race for the address must not remove them on its way out.
+	if e.CheckPort {
+		if err := ensureArrivalMarks(); err != nil {
+			ln.Close()
+			return err
+		}
+		defer removeArrivalMarks()
+	}
+	srv := &http.Server{Handler: e, ReadHeaderTimeout: 5 * time.Second, ConnContext: connArrival}
 	shutdown := func() {
 		sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
 		defer c()
@@ -280,14 +303,14 @@ func EnsureEndpoint(dir string, start func() (int, error)) error {
 	}
 	defer unlock()
 	pidFile := filepath.Join(dir, "endpoint.pid")
-	if pid := readPID(pidFile); Alive(pid) && answers() {
+	if pid := readPID(pidFile); proc.Alive(pid) && answers() {
 		return nil
 	}
 	pid, err := start()
 	if err != nil {
 		return fmt.Errorf("failed to start the task metadata endpoint: %w", err)
 	}
-	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(pid)), 0o644); err != nil {
+	if err := writePrivate(pidFile, []byte(strconv.Itoa(pid))); err != nil {
 		return err
 	}
 	// Wait until it answers, so the task's first request does not race it.
@@ -304,7 +327,7 @@ func EnsureEndpoint(dir string, start func() (int, error)) error {
 // lockEndpoint takes the lock that serialises starting and retiring the
 // endpoint of the instance whose state is in dir.
 func lockEndpoint(dir string) (unlock func(), err error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	lock, err := os.OpenFile(filepath.Join(dir, "endpoint.lock"), os.O_CREATE|os.O_RDWR, 0o600)
@@ -323,7 +346,7 @@ func lockEndpoint(dir string) (unlock func(), err error) {
 
 // StopEndpoint stops the daemon recorded in dir, if it runs.
 func StopEndpoint(dir string) {
-	if pid := readPID(filepath.Join(dir, "endpoint.pid")); Alive(pid) && isVpcnet(pid) {
+	if pid := readPID(filepath.Join(dir, "endpoint.pid")); proc.Alive(pid) && proc.RunsBinary(pid, "vpcnet") {
 		_ = syscall.Kill(pid, syscall.SIGTERM)
 	}
 }
@@ -344,10 +367,4 @@ func readPID(path string) int {
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return pid
-}
-
-// isVpcnet guards against a recycled PID: only signal our own binary.
-func isVpcnet(pid int) bool {
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	return err == nil && strings.HasPrefix(filepath.Base(exe), "vpcnet")
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vpcnet/vpcnet/internal/proc"
 	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
@@ -79,7 +80,7 @@ func TestEndpointAnswers(t *testing.T) {
 // endpointRuns reports whether pid is the metadata endpoint of instanceID.
 func endpointRuns(pid int, instanceID string) bool {
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	return err == nil && Alive(pid) && strings.Contains(string(cmdline), "endpoint") && strings.Contains(string(cmdline), instanceID)
+	return err == nil && proc.Alive(pid) && strings.Contains(string(cmdline), "endpoint") && strings.Contains(string(cmdline), instanceID)
 }
 
 // TestMetadataEndpoint checks the life of an instance's task metadata

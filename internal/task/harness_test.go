@@ -31,12 +31,15 @@ import (
 // Tags of the local VPCs each test starts (see localvpctest.Up), one per
 // test so that a crashed run's leftovers are found and never another's.
 const (
-	tagRun      = "tkrun"
-	tagDetach   = "tkdet"
-	tagLimit    = "tklim"
-	tagFaults   = "tkflt"
-	tagCrash    = "tkcrash"
-	tagEndpoint = "tkep"
+	tagRun      = "htrun"
+	tagDetach   = "htdet"
+	tagLimit    = "htlim"
+	tagFaults   = "htflt"
+	tagCrash    = "htcrash"
+	tagEndpoint = "htep"
+	tagSandbox  = "htsbx"
+	tagGC       = "htgc"
+	tagInput    = "htin"
 )
 
 // stateDir is vpcnet's default state directory, which the tests use as a
@@ -48,7 +51,7 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == probeCommand {
 		os.Exit(probe(os.Args[2:]))
 	}
-	for _, tag := range []string{tagRun, tagDetach, tagLimit, tagFaults, tagCrash, tagEndpoint} {
+	for _, tag := range []string{tagRun, tagDetach, tagLimit, tagFaults, tagCrash, tagEndpoint, tagSandbox, tagGC, tagInput} {
 		localvpctest.CleanLeftovers(tag)
 	}
 	os.Exit(m.Run())

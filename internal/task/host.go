@@ -39,7 +39,13 @@ func (h Host) Stores() []Store {
 	return stores
 }
 
+// DefaultStateDir is vpcnet's state directory unless --state-dir says
+// otherwise.
+const DefaultStateDir = "/var/lib/vpcnet"
+
 // Find looks a task up by ID, unique ID prefix or name, across instances.
+// A name that an old, finished record shares with a live task is the live
+// task's.
 func (h Host) Find(ref string) (Record, error) {
 	var found []Record
 	for _, s := range h.Stores() {
@@ -53,13 +59,75 @@ func (h Host) Find(ref string) (Record, error) {
 			}
 		}
 	}
+	return pick(ref, found)
+}
+
+// pick chooses the task ref means among the records that match it: the
+// only one, or the only live one (unfinished, its supervisor running).
+func pick(ref string, found []Record) (Record, error) {
 	switch len(found) {
 	case 0:
 		return Record{}, fmt.Errorf("no task %q", ref)
 	case 1:
 		return found[0], nil
 	}
+	var live []Record
+	for _, r := range found {
+		if !r.State.Done() && r.SupervisorAlive() {
+			live = append(live, r)
+		}
+	}
+	if len(live) == 1 {
+		return live[0], nil
+	}
 	return Record{}, fmt.Errorf("%q matches %d tasks; give more of the ID", ref, len(found))
+}
+
+// Ensure creates the state directory of an instance, only root can read
+// it (0700, as every directory of the state), and returns it.
+func (h Host) Ensure(instanceID string) (string, error) {
+	dir := h.Dir(instanceID)
+	for _, d := range []string{h.StateDir, filepath.Join(h.StateDir, "tasks"), dir, filepath.Join(dir, "ipam"), filepath.Join(dir, "logs")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return "", fmt.Errorf("create the task state directory %s: %w", d, err)
+		}
+	}
+	return dir, nil
+}
+
+// StoreID is the identity of an instance's task store, made once: ENIs are
+// tagged with it, so that GC tells its own orphans from the ENIs of tasks
+// that another state directory records.
+func (h Host) StoreID(instanceID string) (string, error) {
+	path := filepath.Join(h.Dir(instanceID), "store-id")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	id := NewID()[:16]
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		b, rerr := os.ReadFile(path) // another launcher made it first
+		return strings.TrimSpace(string(b)), rerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("create the task store's identity: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(id + "\n"); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// Hidden are the directories a task must not see: vpcnet's state (this
+// one and the default, which holds local VPCs' too) and the named
+// network namespaces.
+func (h Host) Hidden() []string {
+	out := []string{DefaultStateDir, "/var/run/netns"}
+	if abs, err := filepath.Abs(h.StateDir); err == nil && abs != DefaultStateDir {
+		out = append(out, abs)
+	}
+	return out
 }
 
 // ErrOwnerGone means the process that owned a task died before finishing
@@ -99,6 +167,21 @@ func StopSupervisors(s Store) {
 			_ = WaitDone(s, r, 30*time.Second)
 		}
 	}
+}
+
+// askStop asks the task's supervisor to stop it (SIGTERM) and waits for
+// the teardown. It reports whether the teardown is done; ErrOwnerGone
+// (done false, nil error) means whoever asked must finish it.
+func askStop(s Store, r Record, timeout time.Duration) (bool, error) {
+	if !r.SupervisorAlive() {
+		return false, nil
+	}
+	_ = syscall.Kill(r.Supervisor, syscall.SIGTERM)
+	err := WaitDone(s, r, timeout)
+	if errors.Is(err, ErrOwnerGone) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // Launched says from its record whether a detached task's launch is over

@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/vpcnet/vpcnet/internal/cloud"
 	"github.com/vpcnet/vpcnet/internal/crashpoint"
 	"github.com/vpcnet/vpcnet/internal/netops"
+	"github.com/vpcnet/vpcnet/internal/proc"
 )
 
 // Tags put on every task ENI, so that GC finds ENIs whose task is gone
@@ -20,6 +23,15 @@ const (
 	TagTask     = "vpcnet:task-id"
 	TagInstance = "vpcnet:instance-id"
 	TagName     = "Name"
+	// TagStore is the identity of the task store that recorded the task
+	// (see Host.StoreID), and TagStateDir the state directory holding it:
+	// GC of another store leaves the ENI alone while its own store may
+	// still know the task.
+	TagStore    = "vpcnet:store"
+	TagStateDir = "vpcnet:state-dir"
+	// TagCreated is when the launcher created the ENI (RFC 3339): EC2
+	// does not say.
+	TagCreated = "vpcnet:created-at"
 )
 
 // NetnsPrefix starts the name of every task namespace.
@@ -29,7 +41,7 @@ const NetnsPrefix = "vpcnet-task-"
 // VPC every instance shares /var/run/netns, and GC on one instance must
 // recognise its own namespaces without touching another's.
 func netnsName(r *Record) string {
-	return NetnsPrefix + r.InstanceID + "-" + r.ID[:12]
+	return NetnsPrefix + r.InstanceID + "-" + r.ShortID()
 }
 
 // Launcher starts and stops tasks on the instance it runs on.
@@ -48,6 +60,15 @@ type Launcher struct {
 	// APIErrors, when set, sees every failed EC2 attempt, so that a step
 	// cut short by its deadline can say what EC2 kept answering.
 	APIErrors *cloud.APIErrors
+	// Runtime runs the task's command in its sandbox.
+	Runtime Runtime
+	// Hidden are the directories a task must not see (vpcnet's state).
+	Hidden []string
+	// StoreID and StateDir identify the store on the ENIs it tags.
+	StoreID, StateDir string
+	// OrphanGrace is how old an ENI recorded by another store must be
+	// before GC takes it for an orphan (default 5 minutes).
+	OrphanGrace time.Duration
 }
 
 // Spec is what a user asks for.
@@ -56,6 +77,45 @@ type Spec struct {
 	SubnetID string
 	Groups   []string
 	Command  []string
+	Sandbox  Sandbox
+}
+
+// maxNameLen is the longest task name: EC2 tag values hold 256 characters.
+const maxNameLen = 255
+
+// Validate checks what a user asked for before anything is created.
+func (s Spec) Validate() error {
+	if err := ValidateName(s.Name); err != nil {
+		return err
+	}
+	if s.SubnetID == "" {
+		return errors.New("--subnet: missing: say in which subnet the task's ENI is created")
+	}
+	if len(s.Command) == 0 {
+		return errors.New("no command: give the task's command after --")
+	}
+	if _, err := ParseCaps(s.Sandbox.CapAdd); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ValidateName checks a task name: at most 255 characters, all printable
+// (no newline, tab or other control character: the name is a column of
+// `task ls` and an EC2 tag). An empty name is allowed.
+func ValidateName(name string) error {
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("--name %q: not valid UTF-8", name)
+	}
+	if n := utf8.RuneCountInString(name); n > maxNameLen {
+		return fmt.Errorf("--name: %d characters, at most %d allowed", n, maxNameLen)
+	}
+	for i, c := range name {
+		if !unicode.IsPrint(c) {
+			return fmt.Errorf("--name %q: character %d (%U) is not printable: no newlines, tabs or control characters", name, i, c)
+		}
+	}
+	return nil
 }
 
 // NewID returns a new task ID: 32 hex digits, like an ECS task ID.
@@ -88,14 +148,21 @@ func (l *Launcher) step(r *Record, name string, fn func() (string, error)) error
 // recording each resource before or as it is created. On failure it
 // releases what it made and records the task as failed.
 func (l *Launcher) Start(ctx context.Context, id string, spec Spec, supervisor int) (*Record, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	caps, _ := ParseCaps(spec.Sandbox.CapAdd)
 	r := &Record{
 		ID: id, Name: spec.Name, InstanceID: l.Identity.InstanceID,
 		SubnetID: spec.SubnetID, Groups: spec.Groups, Command: spec.Command,
-		State: StateStarting, Created: time.Now().UTC(),
-		Supervisor: supervisor, SupervisorStart: processStart(supervisor),
+		Sandbox: Sandbox{CapAdd: caps, Privileged: spec.Sandbox.Privileged},
+		State:   StateStarting, Created: time.Now().UTC(),
+		Supervisor: supervisor, SupervisorStart: proc.StartTime(supervisor),
 	}
 	r.Netns = netops.NamedNSPath(netnsName(r))
-	if err := l.Store.Put(r); err != nil {
+	// Recorded only if no live task of the instance has the name: in the
+	// same transaction, so two launches of one name cannot both pass.
+	if err := l.Store.Create(r); err != nil {
 		return nil, err
 	}
 	if err := l.setUp(ctx, r); err != nil {
@@ -118,6 +185,12 @@ func (l *Launcher) setUp(ctx context.Context, r *Record) error {
 		if err != nil {
 			return "", err
 		}
+		// An ENI attaches only to an instance in its subnet's zone: say so
+		// before creating one that EC2 would refuse to attach.
+		if l.Identity.Zone != "" && subnet.Zone != "" && subnet.Zone != l.Identity.Zone {
+			return "", fmt.Errorf("--subnet %s is in availability zone %s, but instance %s is in %s: an ENI attaches only to an instance in its subnet's zone",
+				r.SubnetID, subnet.Zone, l.Identity.InstanceID, l.Identity.Zone)
+		}
 		r.SubnetCIDR, r.Gateway, r.SubnetIPv6 = subnet.CIDR, subnet.Gateway, subnet.IPv6
 		return subnet.CIDR.String(), nil
 	})
@@ -131,7 +204,7 @@ func (l *Launcher) setUp(ctx context.Context, r *Record) error {
 			SubnetID:    r.SubnetID,
 			Groups:      r.Groups,
 			Description: "vpcnet task " + r.ID,
-			Tags:        map[string]string{TagTask: r.ID, TagInstance: r.InstanceID, TagName: taskName(r)},
+			Tags:        l.tags(r),
 		})
 		if err != nil {
 			return "", err
@@ -198,12 +271,12 @@ func (l *Launcher) setUp(ctx context.Context, r *Record) error {
 	}
 
 	err = l.step(r, "cni-bridge", func() (string, error) {
-		a, err := l.Net.AddBridge(ctx, r)
+		a, port, err := l.Net.AddBridge(ctx, r)
 		if err != nil {
 			return "", err
 		}
-		r.BridgeAddr = a
-		return bridgeIfName + " " + a.String(), l.Store.Put(r)
+		r.BridgeAddr, r.BridgePort = a, port
+		return bridgeIfName + " " + a.String() + " port " + port, l.Store.Put(r)
 	})
 	if err != nil || l.EnsureEndpoint == nil {
 		return err
@@ -249,7 +322,7 @@ func (l *Launcher) Teardown(ctx context.Context, r *Record, final State) error {
 			errs = append(errs, err)
 		}
 	}
-	try("stop-command", func() (string, error) { return "", killTask(r) })
+	try("stop-command", func() (string, error) { return "", l.killTask(r) })
 	try("cni-del", func() (string, error) { return "", l.Net.Del(ctx, r) })
 	try("delete-netns", func() (string, error) {
 		return "", netops.DeleteNamedNS(netnsName(r))
@@ -296,6 +369,19 @@ func (l *Launcher) adoptTaggedENI(ctx context.Context, r *Record) error {
 		r.ENIID, r.MAC, r.AttachmentID = e.ID, e.MAC.String(), e.AttachmentID
 	}
 	return nil
+}
+
+// tags are the tags of a task's ENI.
+func (l *Launcher) tags(r *Record) map[string]string {
+	t := map[string]string{TagTask: r.ID, TagInstance: r.InstanceID, TagName: taskName(r),
+		TagCreated: time.Now().UTC().Format(time.RFC3339)}
+	if l.StoreID != "" {
+		t[TagStore] = l.StoreID
+	}
+	if l.StateDir != "" {
+		t[TagStateDir] = l.StateDir
+	}
+	return t
 }
 
 func taskName(r *Record) string {

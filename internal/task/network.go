@@ -117,26 +117,42 @@ func (n Networks) AddENI(ctx context.Context, r *Record) (*current.Result, error
 }
 
 // AddBridge runs ADD of the metadata-bridge network and returns the task's
-// address on it.
-func (n Networks) AddBridge(ctx context.Context, r *Record) (netip.Addr, error) {
+// address on it and the bridge port (host veth) it is on.
+func (n Networks) AddBridge(ctx context.Context, r *Record) (netip.Addr, string, error) {
 	list, err := n.bridgeList()
 	if err != nil {
-		return netip.Addr{}, err
+		return netip.Addr{}, "", err
 	}
 	res, err := n.cni().AddNetworkList(ctx, list, runtimeConf(r, bridgeIfName))
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("vpc-bridge ADD: %w", err)
+		return netip.Addr{}, "", fmt.Errorf("vpc-bridge ADD: %w", err)
 	}
 	cur, err := current.NewResultFromResult(res)
 	if err != nil {
-		return netip.Addr{}, err
+		return netip.Addr{}, "", err
+	}
+	return bridgeResult(cur)
+}
+
+// bridgeResult picks the task's IPv4 address and the host veth (the one
+// interface outside any sandbox that is not the bridge) from vpc-bridge's
+// result.
+func bridgeResult(cur *current.Result) (netip.Addr, string, error) {
+	port := ""
+	for _, intf := range cur.Interfaces {
+		if intf.Sandbox == "" && intf.Name != bridgeName {
+			port = intf.Name
+		}
+	}
+	if port == "" {
+		return netip.Addr{}, "", errors.New("vpc-bridge ADD returned no host veth")
 	}
 	for _, ip := range cur.IPs {
 		if a, ok := netip.AddrFromSlice(ip.Address.IP.To4()); ok {
-			return a, nil
+			return a, port, nil
 		}
 	}
-	return netip.Addr{}, errors.New("vpc-bridge ADD returned no IPv4 address")
+	return netip.Addr{}, "", errors.New("vpc-bridge ADD returned no IPv4 address")
 }
 
 // Del runs DEL of both networks, bridge first (the reverse of ADD). DEL is

@@ -29,6 +29,7 @@ const probeCommand = "task-probe"
 //	inspect ALLOW DENY ID print "started", read a line from stdin, print an
 //	                      inspectReport (ALLOW and DENY are URLs of peers,
 //	                      ID another task's ID), exit with inspectExit
+//	sandbox PATH...       print a sandboxReport (PATHs: what must be hidden)
 func probe(args []string) int {
 	if len(args) == 0 {
 		fmt.Fprintln(os.Stderr, "probe: what?")
@@ -64,6 +65,10 @@ func probe(args []string) int {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	case "sandbox":
+		b, _ := json.Marshal(inspectSandbox(args[1:]))
+		fmt.Printf("SANDBOX %s\n", b)
+		return 0
 	case "inspect":
 		fmt.Println("started")
 		if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil && err != io.EOF {
@@ -196,4 +201,56 @@ func jsonOrString(s string) json.RawMessage {
 	}
 	b, _ := json.Marshal(s)
 	return b
+}
+
+// sandboxReport is what a task's process sees of its sandbox.
+type sandboxReport struct {
+	PID        int               `json:"pid"`
+	Hostname   string            `json:"hostname"`
+	Namespaces map[string]string `json:"namespaces"` // type -> "net:[inode]"
+	CapEff     uint64            `json:"capEff"`
+	NoNewPrivs string            `json:"noNewPrivs"`
+	// DelBlackhole is the error of deleting the blackhole route to
+	// instance metadata ("" if it was deleted).
+	DelBlackhole string `json:"delBlackhole"`
+	// Credentials is "ok: ..." or why instance metadata's credentials
+	// could not be read.
+	Credentials string `json:"credentials"`
+	// Visible lists what the task sees in each path that must be hidden.
+	Visible map[string][]string `json:"visible"`
+}
+
+func inspectSandbox(hidden []string) sandboxReport {
+	rep := sandboxReport{PID: os.Getpid(), Namespaces: map[string]string{}, Visible: map[string][]string{}}
+	rep.Hostname, _ = os.Hostname()
+	for _, n := range []string{"mnt", "pid", "uts", "ipc", "net"} {
+		rep.Namespaces[n], _ = os.Readlink("/proc/self/ns/" + n)
+	}
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+				fmt.Sscanf(strings.TrimSpace(v), "%x", &rep.CapEff)
+			}
+			if v, ok := strings.CutPrefix(line, "NoNewPrivs:"); ok {
+				rep.NoNewPrivs = strings.TrimSpace(v)
+			}
+		}
+	}
+	_, dst, _ := net.ParseCIDR("169.254.169.254/32")
+	if err := netlink.RouteDel(&netlink.Route{Dst: dst, Type: unix.RTN_BLACKHOLE}); err != nil {
+		rep.DelBlackhole = err.Error()
+	}
+	rep.Credentials = fetch("http://169.254.169.254/latest/meta-data/iam/security-credentials/")
+	for _, h := range hidden {
+		entries, err := os.ReadDir(h)
+		names := []string{}
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		if err != nil && !os.IsNotExist(err) {
+			names = append(names, "error: "+err.Error())
+		}
+		rep.Visible[h] = names
+	}
+	return rep
 }

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/vpcnet/vpcnet/internal/proc"
 )
 
 // State is where a task is in its life.
@@ -43,6 +45,7 @@ type Record struct {
 	SubnetID   string    `json:"subnetID"`
 	Groups     []string  `json:"securityGroups"`
 	Command    []string  `json:"command"`
+	Sandbox    Sandbox   `json:"sandbox"`
 	State      State     `json:"state"`
 	Created    time.Time `json:"created"`
 	Updated    time.Time `json:"updated"`
@@ -61,6 +64,7 @@ type Record struct {
 	// Host side.
 	Netns      string     `json:"netns,omitempty"`
 	BridgeAddr netip.Addr `json:"bridgeAddr,omitempty"` // the task's address on the metadata bridge
+	BridgePort string     `json:"bridgePort,omitempty"` // the host end of its veth: the port it is on
 	PID        int        `json:"pid,omitempty"`        // the task's command
 	Supervisor int        `json:"supervisor,omitempty"` // the vpcnet process that owns the task
 	// SupervisorStart is when the supervisor started (clock ticks after
@@ -79,10 +83,22 @@ type Record struct {
 // runs: its PID is alive and, when the start time was recorded, belongs to
 // the same process.
 func (r *Record) SupervisorAlive() bool {
-	if !Alive(r.Supervisor) {
-		return false
+	return proc.Same(r.Supervisor, r.SupervisorStart)
+}
+
+// ShortID is the task's ID as people see it: its first 12 digits, as
+// Docker shortens container IDs.
+func (r *Record) ShortID() string {
+	if len(r.ID) < 12 {
+		return r.ID
 	}
-	return r.SupervisorStart == 0 || processStart(r.Supervisor) == r.SupervisorStart
+	return r.ID[:12]
+}
+
+// Orphaned reports whether the task is unfinished and its supervisor is
+// gone: nobody will tear it down but `vpcnet task gc` (or `task stop`).
+func (r *Record) Orphaned() bool {
+	return !r.State.Done() && !r.SupervisorAlive()
 }
 
 // Timing is how long one step took.
@@ -106,7 +122,7 @@ var bucketTasks = []byte("tasks")
 var ErrNotFound = errors.New("no such task")
 
 func (s Store) update(fn func(b *bolt.Bucket) error) error {
-	if err := os.MkdirAll(filepath.Dir(s.Path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(s.Path), 0o700); err != nil {
 		return fmt.Errorf("failed to create the task store directory: %w", err)
 	}
 	db, err := bolt.Open(s.Path, 0o600, &bolt.Options{Timeout: s.timeout()})
@@ -150,6 +166,35 @@ func (s Store) Put(r *Record) error {
 		return fmt.Errorf("failed to encode task %s: %w", r.ID, err)
 	}
 	return s.update(func(b *bolt.Bucket) error { return b.Put([]byte(r.ID), data) })
+}
+
+// ErrNameTaken is returned when a live task already has the name.
+var ErrNameTaken = errors.New("a running task already has that name")
+
+// Create records a new task unless a live task (unfinished, its
+// supervisor running) already has its name: a check and a write in one
+// transaction.
+func (s Store) Create(r *Record) error {
+	r.Updated = time.Now().UTC()
+	data, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("failed to encode task %s: %w", r.ID, err)
+	}
+	return s.update(func(b *bolt.Bucket) error {
+		if r.Name != "" {
+			err := b.ForEach(func(_, v []byte) error {
+				var o Record
+				if json.Unmarshal(v, &o) == nil && o.ID != r.ID && o.Name == r.Name && !o.State.Done() && o.SupervisorAlive() {
+					return fmt.Errorf("--name %q: task %s: %w", r.Name, o.ShortID(), ErrNameTaken)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return b.Put([]byte(r.ID), data)
+	})
 }
 
 // Get reads one record.

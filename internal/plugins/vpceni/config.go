@@ -93,7 +93,14 @@ const legacyIPv6PrefixLen = 64
 // decodeConfig decodes and validates the network configuration on stdin.
 // Every problem is a CNI error (code 6 or 7, 1 for the version) naming the
 // field as the user spelled it.
-func decodeConfig(stdin []byte) (*Config, error) {
+func decodeConfig(stdin []byte) (*Config, error) { return decodeConfigFor(stdin, true) }
+
+// decodeDelConfig is decodeConfig for DEL, which needs only the MAC:
+// moving the ENI home does not use its addresses, and a caller that lost
+// them (GC of an ENI found by its tags) must still be able to give it back.
+func decodeDelConfig(stdin []byte) (*Config, error) { return decodeConfigFor(stdin, false) }
+
+func decodeConfigFor(stdin []byte, needAddresses bool) (*Config, error) {
 	var raw rawConfig
 	if err := cni.DecodeConfig(stdin, &raw); err != nil {
 		return nil, err
@@ -138,6 +145,10 @@ func decodeConfig(stdin []byte) (*Config, error) {
 	}
 	if raw.MTU != nil {
 		conf.MTU = *raw.MTU
+	}
+	if !needAddresses && len(addrs.Value) == 0 {
+		conf.Gateways = gws.Value
+		return conf, nil
 	}
 	if err := validate(conf, addrs.Field, addrs.Value, gws.Field, gws.Value); err != nil {
 		return nil, err

@@ -121,8 +121,9 @@ func plugIn(conf *Config, ifName string, link netlink.Link, inHost bool, ctr ns.
 // Del gives the ENI back to the host namespace under its host name. It
 // succeeds when there is nothing to do: an empty CNI_NETNS, a namespace
 // that is gone, no prevResult, an ENI already home or not there at all.
+// The config needs only the MAC (addresses may be left out).
 func Del(_ context.Context, args *skel.CmdArgs) error {
-	conf, err := decodeConfig(args.StdinData)
+	conf, err := decodeDelConfig(args.StdinData)
 	if err != nil {
 		return err
 	}

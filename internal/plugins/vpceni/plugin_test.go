@@ -533,3 +533,31 @@ func TestHostNameTakenMeanwhile(t *testing.T) {
 		t.Errorf("the ENI came back with MTU %d and alias %q, want %d and none", l.Attrs().MTU, l.Attrs().Alias, hostMTU)
 	}
 }
+
+// TestDelWithOnlyTheMAC: a DEL whose config has the MAC and nothing else
+// (no addresses, no gateways: what GC knows of an ENI found by its tags)
+// moves the ENI home, leaving the host as before the ADD, in-process and
+// through the binary. ADD still refuses a config without addresses.
+func TestDelWithOnlyTheMAC(t *testing.T) {
+	for _, r := range allRunners(t) {
+		t.Run(r.name(), func(t *testing.T) {
+			w := newWorld(t, 1)
+			e := w.enis[0]
+			before := w.snapshot(t)
+			add := w.attachCall(e, 0, e.baseConf("1.0.0").bytes(t))
+			mustSucceed(t, r.run(t, w, add), "ADD")
+			if l := eniIn(t, w.ctr(), e); l == nil {
+				t.Fatal("after ADD, the ENI is not in the container")
+			}
+			macOnly := e.baseConf("1.0.0").with(confMap{"ipAddresses": nil, "gatewayIPAddresses": nil}).bytes(t)
+			mustSucceed(t, r.run(t, w, add.as("DEL").withConf(macOnly)), "DEL with only the MAC")
+			if l := eniIn(t, w.host, e); l == nil || l.Attrs().Name != e.hostName {
+				t.Errorf("after DEL with only the MAC, the ENI is not home as %s", e.hostName)
+			}
+			w.assertUnchanged(t, before, "after DEL with only the MAC")
+			if o := r.run(t, w, add.withConf(macOnly)); o.err == nil || o.err.Code != cni.CodeInvalidConfig {
+				t.Errorf("ADD without addresses: %+v, want code %d", o.err, cni.CodeInvalidConfig)
+			}
+		})
+	}
+}

@@ -1,0 +1,217 @@
+package task
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/vpcnet/vpcnet/internal/netops"
+	"github.com/vpcnet/vpcnet/internal/proc"
+	"github.com/vpcnet/vpcnet/internal/testenv"
+)
+
+// TestGCHarmsNothingAlive runs a task of the default state directory and
+// one of another state directory side by side on one instance, then `task
+// gc` of each directory: neither task loses its ENI, namespace, veth or
+// process, and both still run.
+func TestGCHarmsNothingAlive(t *testing.T) {
+	v := upVPC(t, tagGC, "--instances", "1")
+	probe := probeBin(t)
+	release := filepath.Join(t.TempDir(), "release")
+	t.Cleanup(func() { _ = writeFile(release) })
+	foreign := filepath.Join(t.TempDir(), "state")
+
+	ours := v.detach(1, v.subnet(1), "", "", probe, probeCommand, "wait", release)
+	theirs := strings.TrimSpace(v.mustTask("run", "--state-dir", foreign, "--instance", "1", "--subnet", v.subnet(1), "--detach", "--",
+		probe, probeCommand, "wait", release))
+	theirRecord := func() Record {
+		var rs []Record
+		if err := json.Unmarshal([]byte(v.mustTask("ls", "--state-dir", foreign, "--all", "-o", "json")), &rs); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			if r.ID == theirs {
+				return r
+			}
+		}
+		t.Fatalf("no record of %s in %s", theirs, foreign)
+		return Record{}
+	}
+	// What each task holds, checked before and after the collections.
+	holds := func(when string) {
+		t.Helper()
+		links := v.links(1)
+		for _, r := range []Record{v.record(ours), theirRecord()} {
+			if r.State != StateRunning || !proc.Alive(r.PID) {
+				t.Errorf("%s: task %s is %s (pid %d alive: %v), want running", when, r.ShortID(), r.State, r.PID, proc.Alive(r.PID))
+			}
+			if enis := v.enisTagged(TagTask, r.ID); len(enis) != 1 || enis[0].Attachment == nil {
+				t.Errorf("%s: task %s has %d attached ENIs, want its one", when, r.ShortID(), len(enis))
+			}
+			if !exists(r.Netns) {
+				t.Errorf("%s: task %s's namespace %s is gone", when, r.ShortID(), r.Netns)
+			}
+			if !slices.Contains(links, r.BridgePort) {
+				t.Errorf("%s: task %s's veth %s is gone from the instance", when, r.ShortID(), r.BridgePort)
+			}
+		}
+	}
+	holds("before gc")
+	for _, args := range [][]string{{}, {"--state-dir", foreign}} {
+		if out, err := v.task("gc", args...).CombinedOutput(); err != nil {
+			t.Errorf("task gc %v: %v\n%s", args, err, out)
+		}
+	}
+	holds("after gc of both state directories")
+	if out, err := v.task("exec", ours, "--", "true").CombinedOutput(); err != nil {
+		t.Errorf("exec into our task after gc: %v: %s", err, out)
+	}
+	v.mustTask("stop", ours)
+	v.mustTask("stop", "--state-dir", foreign, theirs)
+	v.assertClean(1)
+}
+
+// orphanENI creates an ENI tagged as a task's on instance 1, attaches it
+// and waits for its device: what a launcher that lost its record leaves.
+func orphanENI(t *testing.T, v *taskVPC, device int32, tags map[string]string) (id, mac string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var ts []ec2types.Tag
+	for k, val := range tags {
+		ts = append(ts, ec2types.Tag{Key: aws.String(k), Value: aws.String(val)})
+	}
+	out, err := v.EC2().CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{
+		SubnetId:          aws.String(v.subnet(1)),
+		TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeNetworkInterface, Tags: ts}},
+	})
+	if err != nil {
+		t.Fatalf("CreateNetworkInterface: %v", err)
+	}
+	id, mac = aws.ToString(out.NetworkInterface.NetworkInterfaceId), aws.ToString(out.NetworkInterface.MacAddress)
+	if _, err := v.EC2().AttachNetworkInterface(ctx, &ec2.AttachNetworkInterfaceInput{
+		NetworkInterfaceId: aws.String(id), InstanceId: aws.String(v.Instances[0].ID), DeviceIndex: aws.Int32(device),
+	}); err != nil {
+		t.Fatalf("AttachNetworkInterface: %v", err)
+	}
+	hw, _ := net.ParseMAC(mac)
+	if _, err := netops.WaitForLink(ctx, netops.NamedNSPath(v.Instances[0].Namespace), hw); err != nil {
+		t.Fatalf("the orphan's device never appeared: %v", err)
+	}
+	return id, mac
+}
+
+// TestOrphanENIs: ENIs tagged for tasks of this instance that no store
+// records and no process uses are detached and deleted by `task gc`, which
+// knows only their MAC (vpc-eni's DEL needs no addresses); one recorded by
+// another store and younger than the grace period is left alone.
+func TestOrphanENIs(t *testing.T) {
+	v := upVPC(t, tagGC, "--instances", "1")
+	in := v.Instances[0]
+	old := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	gone, goneMAC := orphanENI(t, v, 1, map[string]string{TagTask: NewID(), TagInstance: in.ID, TagCreated: old})
+	young, _ := orphanENI(t, v, 2, map[string]string{TagTask: NewID(), TagInstance: in.ID, TagStore: "another-store",
+		TagStateDir: "/nonexistent", TagCreated: time.Now().UTC().Format(time.RFC3339)})
+	if len(v.links(1)) < 4 {
+		t.Fatalf("the orphans' devices are not on the instance: %v", v.links(1))
+	}
+
+	out, err := v.task("gc").CombinedOutput()
+	if err != nil {
+		t.Fatalf("task gc: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = v.EC2().DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{gone}})
+	if err == nil || !strings.Contains(err.Error(), "InvalidNetworkInterfaceID.NotFound") {
+		t.Errorf("the orphan ENI %s after gc: %v; want it deleted\ngc said: %s", gone, err, out)
+	}
+	hw, _ := net.ParseMAC(goneMAC)
+	_ = ns.WithNetNSPath(netops.NamedNSPath(in.Namespace), func(ns.NetNS) error {
+		if l, err := netops.LinkByMAC(hw); err == nil && l != nil {
+			t.Errorf("the orphan's device %s is still on the instance", l.Attrs().Name)
+		}
+		return nil
+	})
+	d, err := v.EC2().DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{young}})
+	if err != nil || len(d.NetworkInterfaces) != 1 || d.NetworkInterfaces[0].Attachment == nil {
+		t.Errorf("the young ENI of another store %s after gc: %v %+v; want it left attached", young, err, d)
+	}
+	if !strings.Contains(string(out), young) {
+		t.Errorf("gc does not say it left %s alone:\n%s", young, out)
+	}
+}
+
+// TestOrphanedTasks: `task ls` shows a task whose supervisor died as
+// orphaned, `task gc` finishes it; `task ls` shows only the chosen local
+// VPC's tasks, not those of other instances the state directory knows.
+func TestOrphanedTasks(t *testing.T) {
+	v := upVPC(t, tagGC, "--instances", "1")
+	release := filepath.Join(t.TempDir(), "release")
+	t.Cleanup(func() { _ = writeFile(release) })
+
+	// A store of an instance that is not this VPC's, with a live task.
+	elsewhere := filepath.Join(stateDir, "tasks", "i-ht"+testenv.RandomHex(6))
+	t.Cleanup(func() { _ = os.RemoveAll(elsewhere) })
+	other := &Record{ID: NewID(), InstanceID: filepath.Base(elsewhere), State: StateRunning, Supervisor: os.Getpid(), Created: time.Now()}
+	if err := (Store{Path: filepath.Join(elsewhere, "tasks.db")}).Put(other); err != nil {
+		t.Fatal(err)
+	}
+
+	id := v.detach(1, v.subnet(1), "", "", probeBin(t), probeCommand, "wait", release)
+	r := v.record(id)
+	if err := syscall.Kill(r.Supervisor, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the supervisor to die", time.Minute, func() bool { return !proc.Alive(r.Supervisor) })
+
+	var listed []Listed
+	if err := json.Unmarshal([]byte(v.mustTask("ls", "-o", "json")), &listed); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, l := range listed {
+		if l.ID == other.ID {
+			t.Errorf("task ls --local %s lists a task of instance %s", v.Name, other.InstanceID)
+		}
+		if l.ID == id {
+			found = true
+			if !l.Orphaned {
+				t.Errorf("task %s with its supervisor dead: orphaned false in ls -o json", r.ShortID())
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("task ls does not list %s: %+v", id, listed)
+	}
+	table := v.mustTask("ls")
+	row := ""
+	for _, l := range strings.Split(table, "\n") {
+		if strings.HasPrefix(l, r.ShortID()) {
+			row = l
+		}
+	}
+	if !strings.Contains(row, "orphaned") {
+		t.Errorf("task ls row for %s: %q, want it orphaned\n%s", r.ShortID(), row, table)
+	}
+
+	if out, err := v.task("gc").CombinedOutput(); err != nil {
+		t.Fatalf("task gc: %v\n%s", err, out)
+	}
+	if proc.Alive(r.PID) {
+		t.Errorf("the orphaned task's command (pid %d) runs after gc", r.PID)
+	}
+	v.assertClean(1)
+}
