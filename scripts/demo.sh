@@ -53,13 +53,18 @@ ec2() { aws --endpoint-url "$AWS_ENDPOINT_URL_EC2" --output text ec2 "$@"; }
 
 section "1. A local VPC: EC2 API, instance metadata, routed datapath"
 "$V" local down --name "$NAME" >/dev/null 2>&1 || true # what a crashed demo left
-"$V" local up --name "$NAME" | sed 's/^/   /'
+# Two subnets for the instances and tasks, two more (one per zone) for the
+# pods' ENIs under custom networking.
+"$V" local up --name "$NAME" \
+	--subnets 10.0.0.0/20@us-east-1a,10.0.16.0/20@us-east-1b,10.0.32.0/20@us-east-1a,10.0.48.0/20@us-east-1b | sed 's/^/   /'
 eval "$("$V" local env --name "$NAME")"
 status=$("$V" local status --name "$NAME" -o json)
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)" <<<"$status"; }
 VPC=$(field 'd["vpcId"]')
 SUBNET1=$(field 'd["subnets"][0]["id"]')
 SUBNET2=$(field 'd["subnets"][1]["id"]')
+PODS1=$(field 'd["subnets"][2]["id"]')
+PODS2=$(field 'd["subnets"][3]["id"]')
 
 section "2. Security groups, made with the AWS CLI"
 WEB=$(ec2 create-security-group --vpc-id "$VPC" --group-name web --description "serves HTTP to the VPC" --query GroupId)
@@ -120,6 +125,13 @@ for id in "$T_WEB" "$T_LOCKED" "$T_CLIENT"; do
 done
 left=$(ec2 describe-network-interfaces --filters Name=tag-key,Values=vpcnet:task-id --query 'length(NetworkInterfaces)')
 check "every task ENI detached and deleted" test "$left" = 0
+
+# The pods: the same harness as the end-to-end tests, as a program.
+(cd "$(dirname "$0")/.." && PATH="$HOME/go/bin:/usr/local/go/bin:$PATH" go build -o "$BIN/demo-pods" ./test/demo/pods)
+configs="{\"us-east-1a\":{\"subnet\":\"$PODS1\",\"securityGroups\":[\"$LOCKED\"]},\"us-east-1b\":{\"subnet\":\"$PODS2\",\"securityGroups\":[\"$WEB\"]}}"
+if ! VPCNET_BIN_DIR="$BIN" "$BIN/demo-pods" --name "$NAME" --eni-configs "$configs" --locked "$LOCKED"; then
+	failures=$((failures + 1))
+fi
 
 elapsed=$(python3 -c "import time; print(f'{time.time() - $START:.1f}')")
 if [ "$failures" -eq 0 ]; then

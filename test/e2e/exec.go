@@ -29,7 +29,10 @@ type Command struct {
 	NSPath string
 	Name   string
 	Args   []string
-	Env    []string // added to os.Environ()
+	Env    []string // added to os.Environ(), unless OwnEnv
+	// OwnEnv: Env is the whole environment (a process on an instance must
+	// not inherit the operator's AWS settings).
+	OwnEnv bool
 	Stdin  []byte
 	Dir    string
 	// KillWithTest sends SIGKILL to the process if the test binary dies
@@ -171,6 +174,9 @@ func (p *Process) Stop(grace time.Duration) error {
 func (c Command) cmd(ctx context.Context) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, c.Name, c.Args...)
 	cmd.Env = append(os.Environ(), c.Env...)
+	if c.OwnEnv {
+		cmd.Env = c.Env
+	}
 	cmd.Dir = c.Dir
 	if c.Stdin != nil {
 		cmd.Stdin = bytes.NewReader(c.Stdin)
