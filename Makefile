@@ -17,7 +17,7 @@ LDFLAGS := -s -w \
 TESTFLAGS ?=
 TESTPKGS  ?= ./...
 
-.PHONY: all build deps test bench demo clean fmt vet
+.PHONY: all build deps test bench demo clean fmt vet proto
 
 all: build
 
@@ -45,6 +45,14 @@ bench: deps build
 ## demo: the main job, run on a local VPC, cleaned up afterwards
 demo: deps build
 	VPCNET_BIN_DIR=$(BIN) scripts/demo.sh
+
+## proto: regenerate the agent API's Go code (needs protoc: apt-get install protobuf-compiler)
+proto:
+	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install protobuf-compiler" >&2; exit 1; }
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
+	cd internal/node/nodeapi && protoc --go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative nodeapi.proto
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
