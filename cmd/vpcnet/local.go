@@ -22,6 +22,7 @@ import (
 	"github.com/vpcnet/vpcnet/internal/localvpc"
 	"github.com/vpcnet/vpcnet/internal/localvpc/ec2api"
 	"github.com/vpcnet/vpcnet/internal/netops"
+	"github.com/vpcnet/vpcnet/internal/task"
 )
 
 func localCommand() *cobra.Command {
@@ -107,6 +108,7 @@ func localUpCommand(name *string) *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVar(&cfg.Instances, "instances", localvpc.DefaultInstances, "number of instances")
+	cmd.Flags().BoolVar(&cfg.KubernetesNode, "kubernetes-node", false, "prepare every instance as an EKS node: net.ipv4.ip_forward=1, rp_filter loose (2)")
 	cmd.Flags().StringVar(&cfg.InstanceType, "instance-type", localvpc.DefaultInstanceType, "instance type (limits ENIs and addresses per ENI as on EC2)")
 	cmd.Flags().StringVar(&vpcCIDR, "vpc-cidr", "", "the VPC's IPv4 block (default 10.0.0.0/16)")
 	cmd.Flags().StringSliceVar(&subnets, "subnets", nil, "subnets as CIDR[@zone], e.g. 10.0.0.0/20@us-east-1a (default: two /20s in two zones)")
@@ -165,16 +167,27 @@ func localDownCommand(name *string) *cobra.Command {
 
 // stopLocalTasks tears down the tasks running on a local VPC's instances
 // while its EC2 API still answers, so their ENIs are released properly.
+// Tasks keep their state where the launcher that started them saw
+// /var/lib: the instance's own (started through `vpcnet local exec`), or
+// the machine's (`vpcnet task run` in the root namespace re-executes
+// itself in the instance's network namespace only), so both are asked, the
+// machine's first: GC in one view takes the other's tasks for orphans.
 func stopLocalTasks(ctl *localvpc.Control) {
 	exe, err := os.Executable()
 	if err != nil {
 		return
 	}
 	for _, in := range ctl.Instances {
-		c := exec.Command(exe, "task", "gc", "--stop-all", "--local", ctl.Name, "--instance", in.ID)
-		c.Env = ctl.InstanceEnv(os.Environ(), in.ID)
-		c.Stdout, c.Stderr = os.Stderr, os.Stderr
-		if netops.StartIn(netops.NamedNSPath(in.Namespace), c) == nil {
+		gc := func() *exec.Cmd {
+			c := exec.Command(exe, "task", "gc", "--stop-all", "--local", ctl.Name, "--instance", in.ID)
+			c.Env = ctl.InstanceEnv(os.Environ(), in.ID)
+			c.Stdout, c.Stderr = os.Stderr, os.Stderr
+			return c
+		}
+		if c := gc(); netops.StartIn(netops.NamedNSPath(in.Namespace), c) == nil {
+			_ = c.Wait()
+		}
+		if c := gc(); ctl.StartOnInstance(in.ID, c) == nil {
 			_ = c.Wait()
 		}
 	}
@@ -273,25 +286,61 @@ predates AWS_ENDPOINT_URL_EC2: give it --endpoint-url "$AWS_ENDPOINT_URL_EC2".`,
 func localExecCommand(name *string) *cobra.Command {
 	return &cobra.Command{
 		Use:   "exec INSTANCE -- COMMAND [ARG...]",
-		Short: "Run a command on an instance (its namespace, an instance's environment)",
-		Long: `Run COMMAND in the network namespace of INSTANCE (its ID, or 1, 2, ... in the
-order of 'vpcnet local status'), with the environment a process on an EC2
-instance has: no AWS credentials or region (the SDK and CLI get them from
-instance metadata at 169.254.169.254), and AWS_ENDPOINT_URL_EC2 pointing at
-the EC2 API inside the VPC.`,
+		Short: "Run a command on an instance (its namespaces, an instance's environment)",
+		Long: `Run COMMAND on INSTANCE (its ID, or 1, 2, ... in the order of 'vpcnet local
+status'): in its network namespace and its mount namespace, where ` + strings.Join(localvpc.PrivateDirs, ", ") + `
+are the instance's own (named network namespaces, ` + localvpc.SharedDirs[0] + `, stay the
+machine's), with the environment a process on an EC2 instance has: no AWS
+credentials or region (the SDK and CLI get them from instance metadata at
+169.254.169.254), and AWS_ENDPOINT_URL_EC2 pointing at the EC2 API inside the
+VPC. The exit status is COMMAND's.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := localvpc.Find(*name)
 			if err != nil {
 				return err
 			}
-			in, err := c.Instance(args[0])
-			if err != nil {
+			child := exec.Command(args[1], args[2:]...)
+			child.Stdin, child.Stdout, child.Stderr = os.Stdin, os.Stdout, os.Stderr
+			// Signals from the terminal reach COMMAND (same process
+			// group); those sent to this process alone are passed on.
+			sigs := make(chan os.Signal, 4)
+			signal.Notify(sigs, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGHUP)
+			defer signal.Stop(sigs)
+			if err := c.StartOnInstance(args[0], child); err != nil {
 				return err
 			}
-			return netops.ExecIn(netops.NamedNSPath(in.Namespace), args[1:], c.InstanceEnv(os.Environ(), in.ID))
+			done := make(chan struct{})
+			go func() {
+				for {
+					select {
+					case s := <-sigs:
+						if s == syscall.SIGTERM || s == syscall.SIGHUP {
+							_ = child.Process.Signal(s)
+						}
+					case <-done:
+						return
+					}
+				}
+			}()
+			err = child.Wait()
+			close(done)
+			return exitStatus(err)
 		},
 	}
+}
+
+// exitStatus turns the end of a child into this process's exit status: its
+// code, or 128 + the signal that killed it, as a shell reports it.
+func exitStatus(err error) error {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return err
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return task.ExitError{Code: 128 + int(ws.Signal())}
+	}
+	return task.ExitError{Code: ee.ExitCode()}
 }
 
 func localFaultsCommand(name *string) *cobra.Command {

@@ -21,6 +21,10 @@ type Config struct {
 	Subnets      []SubnetConfig `json:"subnets"`
 	Instances    int            `json:"instances"`
 	InstanceType string         `json:"instanceType"`
+	// KubernetesNode prepares every instance as an EKS AMI prepares a
+	// node: net.ipv4.ip_forward=1 and loose reverse-path filtering (2) in
+	// its network namespace, so pods' traffic can be routed through it.
+	KubernetesNode bool `json:"kubernetesNode,omitempty"`
 	// Listen is the EC2 API's address in the root namespace; port 0 picks
 	// a free one (control.json says which).
 	Listen string        `json:"listen"`

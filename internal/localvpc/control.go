@@ -67,6 +67,12 @@ type InstanceInfo struct {
 	Zone      string `json:"availabilityZone"`
 	PrivateIP string `json:"privateIp"`
 	Namespace string `json:"namespace"`
+	// MountNamespace is the pin of the instance's mount namespace (see
+	// StartOnInstance).
+	MountNamespace string `json:"mountNamespace,omitempty"`
+	// KubernetesNode: forwarding on and loose reverse-path filtering, as
+	// on an EKS node.
+	KubernetesNode bool `json:"kubernetesNode,omitempty"`
 }
 
 const controlFile = "control.json"

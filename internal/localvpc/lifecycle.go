@@ -157,7 +157,12 @@ func Down(name string) error {
 	if err := fabric.Destroy(name); err != nil {
 		errs = append(errs, fmt.Errorf("failed to remove the datapath: %w", err))
 	}
-	if err := os.RemoveAll(StateDir(name)); err != nil {
+	// The pins of the instances' mount namespaces and the private mount
+	// that holds them. A namespace lives on while a process still runs in
+	// it; its files are gone with the state directory.
+	if err := unmountWithin(StateDir(name)); err != nil {
+		errs = append(errs, fmt.Errorf("failed to release the instances' file systems: %w", err))
+	} else if err := os.RemoveAll(StateDir(name)); err != nil {
 		errs = append(errs, fmt.Errorf("failed to remove the state directory: %w", err))
 	}
 	return errors.Join(errs...)

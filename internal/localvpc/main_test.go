@@ -27,6 +27,7 @@ const (
 	tagLifecycle = "lvlc"  // lifecycle_test.go
 	tagCommand   = "lvcmd" // command_test.go
 	tagFaults    = "lvft"  // faults_test.go
+	tagFiles     = "lvfs"  // instancens_test.go
 	nsTag        = "lvpc"
 )
 
@@ -44,7 +45,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "unknown %s=%q\n", envProgram, p)
 		os.Exit(2)
 	}
-	for _, tag := range []string{tagCLI, tagMetadata, tagDatapath, tagRestart, tagLifecycle, tagCommand, tagFaults} {
+	for _, tag := range []string{tagCLI, tagMetadata, tagDatapath, tagRestart, tagLifecycle, tagCommand, tagFaults, tagFiles} {
 		localvpctest.CleanLeftovers(tag)
 	}
 	testenv.CleanLeftovers(nsTag)

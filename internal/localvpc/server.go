@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/vpcnet/vpcnet/internal/localvpc/imds"
 	"github.com/vpcnet/vpcnet/internal/localvpc/sigv4"
 	"github.com/vpcnet/vpcnet/internal/localvpc/vpc"
+	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
 // Server is a running control plane: the model, the EC2 API in the root
@@ -46,6 +48,10 @@ type Server struct {
 // addresses, tags, credentials). The datapath stays when Serve returns, so
 // a restarted control plane takes over a VPC whose traffic never stopped.
 func Serve(ctx context.Context, dir string, log *slog.Logger) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
 	cfg, err := readConfig(dir)
 	if err != nil {
 		return err
@@ -74,8 +80,14 @@ func Serve(ctx context.Context, dir string, log *slog.Logger) error {
 	// inside it.
 	changes, cancelSub := model.Subscribe()
 	defer cancelSub()
-	if err := fabric.Apply(ctx, s.spec(time.Now()).spec); err != nil {
+	first := s.spec(time.Now())
+	if err := fabric.Apply(ctx, first.spec); err != nil {
 		return fmt.Errorf("failed to build the datapath: %w", err)
+	}
+	for _, in := range first.spec.Instances {
+		if err := s.prepareInstance(in.ID); err != nil {
+			return err
+		}
 	}
 	watcher, err := fabric.NewWatcher(cfg.Name)
 	if err != nil {
@@ -162,6 +174,21 @@ func (s *Server) bootstrap() error {
 		})
 		if err != nil {
 			return fmt.Errorf("failed to launch instance %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// prepareInstance gives an instance what the fabric does not: its mount
+// namespace, and for a Kubernetes node the sysctls of an EKS AMI. Both are
+// kept across restarts, so this changes nothing on a resumed VPC.
+func (s *Server) prepareInstance(id string) error {
+	if err := ensureInstanceMounts(s.dir, id); err != nil {
+		return err
+	}
+	if s.cfg.KubernetesNode {
+		if err := setNodeSysctls(netops.NamedNSPath(fabric.InstanceNamespace(s.cfg.Name, id))); err != nil {
+			return fmt.Errorf("failed to configure instance %s as a Kubernetes node: %w", id, err)
 		}
 	}
 	return nil
@@ -270,7 +297,9 @@ func (s *Server) publish(rootAddr string) error {
 	}
 	for _, in := range instancesInOrder(st) {
 		info := InstanceInfo{ID: in.ID, Type: in.Type, SubnetID: in.SubnetID, Zone: in.AvailabilityZone,
-			Namespace: fabric.InstanceNamespace(s.cfg.Name, in.ID)}
+			Namespace:      fabric.InstanceNamespace(s.cfg.Name, in.ID),
+			MountNamespace: MountNamespacePath(s.dir, in.ID),
+			KubernetesNode: s.cfg.KubernetesNode}
 		if eni, ok := st.NetworkInterfaces[in.PrimaryENIID]; ok {
 			info.PrivateIP = eni.PrimaryIP().String()
 		}

@@ -6,7 +6,6 @@ package localvpctest
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -119,8 +118,8 @@ func (v *VPC) Command(args ...string) *exec.Cmd {
 	return exec.Command(v.Bin, args...)
 }
 
-// OnInstance runs a command on instance n (1-based) with an instance's
-// environment, as `vpcnet local exec` does, and returns its output and
+// OnInstance runs a command on instance n (1-based), in its namespaces and
+// with an instance's environment, as `vpcnet local exec` does, and returns its output and
 // error without failing the test.
 func (v *VPC) OnInstance(n int, name string, args ...string) (string, error) {
 	in := v.Instances[n-1]
@@ -136,8 +135,8 @@ func (v *VPC) OnInstance(n int, name string, args ...string) (string, error) {
 			_ = cmd.Process.Kill()
 		}
 	}()
-	if err := netops.StartIn(netops.NamedNSPath(in.Namespace), cmd); err != nil {
-		return "", fmt.Errorf("start %s on %s: %w", name, in.ID, err)
+	if err := v.StartOnInstance(in.ID, cmd); err != nil {
+		return "", err
 	}
 	err := cmd.Wait()
 	return buf.String(), err
