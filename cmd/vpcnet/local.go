@@ -108,6 +108,7 @@ func localUpCommand(name *string) *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVar(&cfg.Instances, "instances", localvpc.DefaultInstances, "number of instances")
+	cmd.Flags().BoolVar(&cfg.ExternalHost, "external-host", false, "add a host outside the VPC, "+localvpc.ExternalHostAddr.String()+" in namespace NAME-ext, reached from instances as through an internet gateway")
 	cmd.Flags().BoolVar(&cfg.KubernetesNode, "kubernetes-node", false, "prepare every instance as an EKS node: net.ipv4.ip_forward=1, rp_filter loose (2)")
 	cmd.Flags().StringVar(&cfg.InstanceType, "instance-type", localvpc.DefaultInstanceType, "instance type (limits ENIs and addresses per ENI as on EC2)")
 	cmd.Flags().StringVar(&vpcCIDR, "vpc-cidr", "", "the VPC's IPv4 block (default 10.0.0.0/16)")
@@ -131,7 +132,11 @@ func parseSubnet(s string) (localvpc.SubnetConfig, error) {
 func printControl(w io.Writer, c *localvpc.Control) {
 	fmt.Fprintf(w, "local VPC %s (%s) in %s, control plane pid %d\n", c.Name, c.VPCID, c.Region, c.PID)
 	fmt.Fprintf(w, "EC2 API: %s (root namespace), %s (inside the VPC)\n", c.Endpoint, c.VPCEndpoint)
-	fmt.Fprintf(w, "default security group: %s\n\n", c.DefaultGroup)
+	fmt.Fprintf(w, "default security group: %s\n", c.DefaultGroup)
+	if c.ExternalHost != "" {
+		fmt.Fprintf(w, "external host: %s (namespace %s), outside the VPC\n", c.ExternalHost, c.ExternalNamespace)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SUBNET\tCIDR\tZONE")
 	for _, s := range c.Subnets {
@@ -187,10 +192,19 @@ func stopLocalTasks(ctl *localvpc.Control) {
 		if c := gc(); netops.StartIn(netops.NamedNSPath(in.Namespace), c) == nil {
 			_ = c.Wait()
 		}
-		if c := gc(); ctl.StartOnInstance(in.ID, c) == nil {
-			_ = c.Wait()
+		// Quiet unless the instance's own view held tasks.
+		var out bytes.Buffer
+		if c := gc(); ctl.StartOnInstance(in.ID, withOutput(c, &out)) == nil {
+			if err := c.Wait(); err != nil || !strings.Contains(out.String(), "finished 0 task(s) [], deleted 0 orphan ENI(s) [], removed 0 orphan namespace(s) []") {
+				os.Stderr.Write(out.Bytes())
+			}
 		}
 	}
+}
+
+func withOutput(c *exec.Cmd, w io.Writer) *exec.Cmd {
+	c.Stdout, c.Stderr = w, w
+	return c
 }
 
 func localRestartCommand(name *string) *cobra.Command {

@@ -25,6 +25,11 @@ type Config struct {
 	// node: net.ipv4.ip_forward=1 and loose reverse-path filtering (2) in
 	// its network namespace, so pods' traffic can be routed through it.
 	KubernetesNode bool `json:"kubernetesNode,omitempty"`
+	// ExternalHost adds a host outside the VPC at ExternalHostAddr, in
+	// namespace NAME-ext, routed from the fabric as the internet is
+	// through an internet gateway (for tests of traffic leaving the VPC,
+	// SNAT among them).
+	ExternalHost bool `json:"externalHost,omitempty"`
 	// Listen is the EC2 API's address in the root namespace; port 0 picks
 	// a free one (control.json says which).
 	Listen string        `json:"listen"`
@@ -49,6 +54,10 @@ const (
 	// credentials come from instance metadata.
 	InstanceRole = "vpcnet-instance"
 )
+
+// ExternalHostAddr is the external host's address: in TEST-NET-2
+// (RFC 5737), which no VPC and no real network uses.
+var ExternalHostAddr = netip.MustParseAddr("198.51.100.10")
 
 // Addresses the control plane answers on inside the VPC.
 var (
@@ -112,6 +121,9 @@ func (c Config) Validate() error {
 		if !c.VPCCIDR.Contains(s.CIDR.Addr()) || s.CIDR.Bits() < c.VPCCIDR.Bits() {
 			return fmt.Errorf("--subnets %s: not inside the VPC's %s", s.CIDR, c.VPCCIDR)
 		}
+	}
+	if c.ExternalHost && c.VPCCIDR.Contains(ExternalHostAddr) {
+		return fmt.Errorf("--external-host: its address %s is inside the VPC's %s", ExternalHostAddr, c.VPCCIDR)
 	}
 	if err := c.Faults.Validate(); err != nil {
 		return fmt.Errorf("faults: %w", err)

@@ -50,6 +50,9 @@ type Control struct {
 	Subnets         []SubnetInfo   `json:"subnets"`
 	Instances       []InstanceInfo `json:"instances"`
 	DefaultGroup    string         `json:"defaultSecurityGroup"`
+	// The host outside the VPC (`up --external-host`), empty without one.
+	ExternalHost      string `json:"externalHost,omitempty"`
+	ExternalNamespace string `json:"externalNamespace,omitempty"`
 }
 
 // SubnetInfo summarises a subnet for people and scripts.
@@ -157,7 +160,7 @@ const (
 // RootEnv is the environment for the operator's AWS CLI and SDK in the root
 // namespace (`eval "$(vpcnet local env)"`).
 func (c *Control) RootEnv() [][2]string {
-	return [][2]string{
+	env := [][2]string{
 		{"AWS_ENDPOINT_URL_EC2", c.Endpoint},
 		{"AWS_REGION", c.Region},
 		{"AWS_DEFAULT_REGION", c.Region},
@@ -165,7 +168,18 @@ func (c *Control) RootEnv() [][2]string {
 		{"AWS_SECRET_ACCESS_KEY", c.SecretAccessKey},
 		{"AWS_EC2_METADATA_DISABLED", "true"},
 	}
+	if c.ExternalHost != "" {
+		env = append(env, [2]string{EnvExternalHost, c.ExternalHost}, [2]string{EnvExternalNamespace, c.ExternalNamespace})
+	}
+	return env
 }
+
+// Exported by `vpcnet local env` for a VPC with an external host: its
+// address and its namespace.
+const (
+	EnvExternalHost      = "VPCNET_EXTERNAL_HOST"
+	EnvExternalNamespace = "VPCNET_EXTERNAL_NAMESPACE"
+)
 
 // processRuns reports whether pid is a live process. A zombie is not: a
 // control plane killed after its parent (`vpcnet local up`) exited waits

@@ -35,6 +35,9 @@ func (s *Server) spec(now time.Time) plan {
 		Name:       s.cfg.Name,
 		LocalAddrs: []netip.Addr{IMDSv4, IMDSv6, VPCEndpointAddr(s.cfg)},
 	}}
+	if s.cfg.ExternalHost {
+		p.spec.External = ExternalHostAddr
+	}
 	for _, sn := range vpc.SortedValues(st.Subnets) {
 		p.spec.Subnets = append(p.spec.Subnets, fabric.Subnet{ID: sn.ID, IPv4: sn.CIDR, IPv6: sn.IPv6CIDR})
 	}

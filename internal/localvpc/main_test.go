@@ -28,6 +28,7 @@ const (
 	tagCommand   = "lvcmd" // command_test.go
 	tagFaults    = "lvft"  // faults_test.go
 	tagFiles     = "lvfs"  // instancens_test.go
+	tagExternal  = "lvext" // external_test.go
 	nsTag        = "lvpc"
 )
 
@@ -45,7 +46,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "unknown %s=%q\n", envProgram, p)
 		os.Exit(2)
 	}
-	for _, tag := range []string{tagCLI, tagMetadata, tagDatapath, tagRestart, tagLifecycle, tagCommand, tagFaults, tagFiles} {
+	for _, tag := range []string{tagCLI, tagMetadata, tagDatapath, tagRestart, tagLifecycle, tagCommand, tagFaults, tagFiles, tagExternal} {
 		localvpctest.CleanLeftovers(tag)
 	}
 	testenv.CleanLeftovers(nsTag)

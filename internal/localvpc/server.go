@@ -283,6 +283,10 @@ func (s *Server) publish(rootAddr string) error {
 	for _, v := range st.VPCs {
 		c.VPCID = v.ID
 	}
+	if s.cfg.ExternalHost {
+		c.ExternalHost = ExternalHostAddr.String()
+		c.ExternalNamespace = fabric.ExternalNamespace(s.cfg.Name)
+	}
 	for _, g := range st.SecurityGroups {
 		if g.Name == "default" {
 			c.DefaultGroup = g.ID

@@ -83,6 +83,13 @@ func Apply(ctx context.Context, spec Spec) error {
 			}
 		}
 	}
+	if want.External != "" {
+		if n, err := ns.GetNS(netops.NamedNSPath(want.External)); err == nil {
+			n.Close()
+		} else if err := createInstance(want.External); err != nil {
+			return err
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -128,7 +135,7 @@ func Destroy(name string) error {
 	if err != nil {
 		return err
 	}
-	for _, n := range append(names, FabricNamespace(name)) {
+	for _, n := range append(names, FabricNamespace(name), ExternalNamespace(name)) {
 		if err := netops.DeleteNamedNS(n); err != nil {
 			errs = append(errs, err)
 		}
@@ -176,8 +183,9 @@ func instanceNamespaces(name string) ([]string, error) {
 	return out, nil
 }
 
-// createInstance creates an instance's namespace with its loopback up, as
-// an instance's operating system brings it up at boot.
+// createInstance creates an instance's namespace (or the external host's)
+// with its loopback up, as an operating system brings it up at boot. One
+// that exists is kept.
 func createInstance(name string) error {
 	n, err := netops.EnsureNamedNS(name)
 	if err != nil {

@@ -266,6 +266,9 @@ func configureHost(inst ns.NetNS, d device) error {
 		return fail("set "+d.Peer+" up", err)
 	}
 	def4 := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: netops.IPNet(netip.PrefixFrom(netip.IPv4Unspecified(), 0)), Gw: c.Gateway4.AsSlice()}
+	if !c.Gateway4.IsValid() {
+		def4.Scope = netlink.SCOPE_LINK
+	}
 	if err := h.RouteReplace(def4); err != nil {
 		return fail("add the default route via "+c.Gateway4.String(), err)
 	}

@@ -118,6 +118,21 @@ func buildTable(spec Spec) table {
 		rules = append(rules, ruleLines(ingress, "saddr")...)
 		t.Chains[in] = append(rules, "drop")
 	}
+	if spec.External.IsValid() {
+		// The internet side of an internet gateway: whatever it sends
+		// into the VPC meets the security groups of the ENI it is for
+		// (forward), but the VPC's own services (metadata, the in-VPC
+		// endpoint) are not for it. What reaches it passed its ENI's
+		// egress rules already.
+		t.Out[externalDevice], t.In[externalDevice] = externalOut, externalIn
+		t.Chains[externalOut] = []string{
+			"ct state established,related accept",
+			fmt.Sprintf("ip daddr @%s drop", localSet(ipv4)),
+			fmt.Sprintf("ip6 daddr @%s drop", localSet(ipv6)),
+			"accept",
+		}
+		t.Chains[externalIn] = []string{"accept"}
+	}
 	return t
 }
 

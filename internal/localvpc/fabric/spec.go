@@ -25,6 +25,12 @@ type Spec struct {
 	// listens on (Listen): 169.254.169.254, fd00:ec2::254 and the in-VPC EC2
 	// API endpoint.
 	LocalAddrs []netip.Addr
+	// External, when valid, is the IPv4 address of a host outside the VPC
+	// (namespace ExternalNamespace(Name)), reached from the fabric as
+	// through an internet gateway: instances' packets to it leave through
+	// the fabric with their own source address, after their ENI's
+	// source/destination check and security groups.
+	External netip.Addr
 }
 
 // Subnet is a VPC subnet. Its gateway (the VPC router) is the first address
@@ -175,6 +181,18 @@ func (s Spec) Validate() error {
 		if sn.IPv6.IsValid() {
 			claim(gateway(sn.IPv6), "the gateway of "+sn.ID)
 		}
+	}
+
+	if a := s.External; a.IsValid() {
+		if !a.Is4() || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
+			bad("external host %v is not a unicast IPv4 address", a)
+		}
+		for _, sn := range s.Subnets {
+			if sn.IPv4.Contains(a) {
+				bad("external host %v is inside subnet %s (%v)", a, sn.ID, sn.IPv4)
+			}
+		}
+		claim(a, "the external host")
 	}
 
 	ids := map[string]bool{}

@@ -25,6 +25,24 @@ func FabricNamespace(name string) string { return name + "-fabric" }
 // of the local VPC name.
 func InstanceNamespace(name, instanceID string) string { return name + "-" + instanceID }
 
+// ExternalNamespace returns the name of the namespace of the host outside
+// the local VPC name (Spec.External).
+func ExternalNamespace(name string) string { return name + "-ext" }
+
+// The external host's link: the fabric end, and the host's end (eth0) with
+// a MAC of the locally administered range, fixed as a router's would be.
+const externalDevice = "igw0"
+
+var externalMAC = net.HardwareAddr{0x02, 0x00, 0x19, 0x05, 0x64, 0x0a}
+
+const externalAlias = "vpcnet external host"
+
+// Chains of the external host's device in the firewall.
+const (
+	externalOut = "external-out"
+	externalIn  = "external-in"
+)
+
 // isVPCNamespace reports whether the namespace ns belongs to the local VPC
 // name. Instance IDs never contain a '-' after "i-", so the namespaces of a
 // VPC called "a" are never mistaken for those of a VPC called "a-b".
@@ -90,7 +108,7 @@ type device struct {
 
 type hostConfig struct {
 	IPv4     netip.Prefix // primary address with the subnet's length
-	Gateway4 netip.Addr
+	Gateway4 netip.Addr   // invalid: the default route is on the link
 	IPv6     netip.Prefix // zero if none
 	Gateway6 netip.Addr
 }
@@ -117,6 +135,7 @@ type proxy struct {
 type state struct {
 	Fabric    string
 	Instances []string // instance namespaces, sorted
+	External  string   // the external host's namespace, "" for none
 	// LoAddrs are the fabric's own addresses (gateways and LocalAddrs), on
 	// its lo so that every device reaches them.
 	LoAddrs    []netip.Prefix
@@ -198,6 +217,21 @@ func desiredState(spec Spec) (state, error) {
 				st.Routes[p] = route{Dst: p, Dev: dev.Name, Via: ll}
 			}
 		}
+	}
+	if a := spec.External; a.IsValid() {
+		// A host of its own on a link of its own, as the internet is
+		// behind the VPC's internet gateway. Its default route goes out
+		// on the link, and the fabric answers its ARP for VPC addresses
+		// (proxy ARP), as it does the instances'.
+		st.External = ExternalNamespace(spec.Name)
+		st.Devices[externalDevice] = device{
+			ENI: "the external host", Name: externalDevice, Alias: externalAlias, MTU: 1500,
+			Namespace: st.External, Peer: "eth0", MAC: externalMAC,
+			Host: &hostConfig{IPv4: netip.PrefixFrom(a, 32)},
+		}
+		dst := netip.PrefixFrom(a, 32)
+		st.Routes[dst] = route{Dst: dst, Dev: externalDevice}
+		st.Neighbours = append(st.Neighbours, neighbour{Dev: externalDevice, Addr: a, MAC: externalMAC.String()})
 	}
 	st.Neighbours = sortedUnique(st.Neighbours, compareNeighbour)
 	st.Proxies = proxies(spec)

@@ -49,6 +49,10 @@ func TestValidate(t *testing.T) {
 			s.Interfaces[1].ID = "eni-b00000000000000001"
 		}, "share the fabric device name"},
 		{"MTU too small", func(s *Spec) { s.Interfaces[0].MTU = 576 }, "MTU"},
+		{"external host", func(s *Spec) { s.External = netip.MustParseAddr("198.51.100.10") }, ""},
+		{"external host inside a subnet", func(s *Spec) { s.External = netip.MustParseAddr("10.0.0.99") }, "inside subnet"},
+		{"external host on an ENI's address", func(s *Spec) { s.External = netip.MustParseAddr("10.0.0.10") }, "assigned to both"},
+		{"external host over IPv6", func(s *Spec) { s.External = netip.MustParseAddr("2001:db8::1") }, "not a unicast IPv4"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -105,6 +109,42 @@ func TestDesiredState(t *testing.T) {
 	}
 	if want := "10.0.0.1/32 10.0.0.250/32 10.0.1.1/32 169.254.169.254/32 fd00:a::1/128 fd00:b::1/128 fd00:ec2::254/128"; joinPrefixes(st.LoAddrs) != want {
 		t.Errorf("fabric addresses %s, want %s", joinPrefixes(st.LoAddrs), want)
+	}
+}
+
+// TestExternalHostState: the external host is a device of its own in a
+// namespace of its own, routed and pinned like an ENI, with firewall
+// chains that keep it off the fabric's own addresses.
+func TestExternalHostState(t *testing.T) {
+	s := baseSpec("vt")
+	plain, err := desiredState(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.External = netip.MustParseAddr("198.51.100.10")
+	st, err := desiredState(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.External != "" || st.External != "vt-ext" {
+		t.Errorf("external namespace %q without, %q with an external host; want none and vt-ext", plain.External, st.External)
+	}
+	d := st.Devices[externalDevice]
+	if d.Namespace != "vt-ext" || d.Peer != "eth0" || d.Host == nil || d.Host.IPv4 != netip.MustParsePrefix("198.51.100.10/32") || d.Host.Gateway4.IsValid() {
+		t.Errorf("external device %+v %+v, want eth0 in vt-ext with 198.51.100.10/32 and the default route on the link", d, d.Host)
+	}
+	dst := netip.MustParsePrefix("198.51.100.10/32")
+	if got := st.Routes[dst]; got != (route{Dst: dst, Dev: externalDevice}) {
+		t.Errorf("route to the external host: %+v", got)
+	}
+	if st.Firewall.Out[externalDevice] != externalOut || st.Firewall.In[externalDevice] != externalIn {
+		t.Errorf("firewall maps of %s: out %q in %q", externalDevice, st.Firewall.Out[externalDevice], st.Firewall.In[externalDevice])
+	}
+	if rules := st.Firewall.Chains[externalOut]; !slices.Contains(rules, "ip daddr @"+localSet(ipv4)+" drop") {
+		t.Errorf("traffic from the external host may reach the fabric's own addresses: %v", rules)
+	}
+	if len(st.Devices) != len(plain.Devices)+1 || len(st.Routes) != len(plain.Routes)+1 {
+		t.Errorf("the external host changed more than its own device and route")
 	}
 }
 
