@@ -73,6 +73,20 @@ func localUpCommand(name *string) *cobra.Command {
 			if cfg.Instances < 1 {
 				return fmt.Errorf("--instances %d: between 1 and 64", cfg.Instances)
 			}
+			// What was not asked for stays zero, so that `up` on a VPC
+			// that exists resumes it unless a flag asks for something
+			// else than it has.
+			flags := cmd.Flags()
+			for flag, field := range map[string]any{"instances": &cfg.Instances, "instance-type": &cfg.InstanceType, "region": &cfg.Region, "listen": &cfg.Listen} {
+				if !flags.Changed(flag) {
+					switch f := field.(type) {
+					case *int:
+						*f = 0
+					case *string:
+						*f = ""
+					}
+				}
+			}
 			if vpcCIDR != "" {
 				p, err := netip.ParsePrefix(vpcCIDR)
 				if err != nil {
@@ -88,9 +102,11 @@ func localUpCommand(name *string) *cobra.Command {
 				cfg.Subnets = append(cfg.Subnets, sc)
 			}
 			if faults != "" {
-				if err := json.Unmarshal([]byte(faults), &cfg.Faults); err != nil {
+				f, err := ec2api.ParseFaults([]byte(faults))
+				if err != nil {
 					return fmt.Errorf("--faults: %w", err)
 				}
+				cfg.Faults = f
 			}
 			if throttle != "" {
 				if err := json.Unmarshal([]byte(throttle), &cfg.Throttle); err != nil {
@@ -98,12 +114,17 @@ func localUpCommand(name *string) *cobra.Command {
 				}
 			}
 			start := time.Now()
-			c, err := localvpc.Up(cmd.Context(), cfg, serveArgs(*name))
+			c, resumed, err := localvpc.Up(cmd.Context(), cfg, serveArgs(*name))
 			if err != nil {
 				return err
 			}
 			printControl(os.Stdout, c)
-			fmt.Printf("\nup in %s. Next: eval \"$(vpcnet local env)\"; vpcnet local exec 1 -- ip addr\n", time.Since(start).Round(time.Millisecond))
+			verb := "up"
+			if resumed {
+				verb = "resumed (its control plane was down; state and datapath kept)"
+			}
+			n := localvpc.NameFlag(*name)
+			fmt.Printf("\n%s in %s. Next: eval \"$(vpcnet local env%s)\"; vpcnet local exec%s 1 -- ip addr\n", verb, time.Since(start).Round(time.Millisecond), n, n)
 			return nil
 		},
 	}
@@ -384,8 +405,8 @@ delays what instance metadata shows after a change.`,
 			case clear:
 				err = adminCall(cmd.Context(), c, http.MethodPut, "/vpcnet/faults", ec2api.Faults{}, &f)
 			case len(args) == 1:
-				if err := json.Unmarshal([]byte(args[0]), &f); err != nil {
-					return fmt.Errorf("fault configuration: %w", err)
+				if f, err = ec2api.ParseFaults([]byte(args[0])); err != nil {
+					return err
 				}
 				err = adminCall(cmd.Context(), c, http.MethodPut, "/vpcnet/faults", f, &f)
 			default:

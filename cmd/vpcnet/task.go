@@ -65,7 +65,9 @@ func (o *taskOptions) onLocalInstance(instanceRef string, args []string) (bool, 
 	}
 	ctl, err := localvpc.FindForInstance(o.local, instanceRef)
 	if err != nil {
-		if instanceRef != "" && !strings.HasPrefix(instanceRef, "i-") {
+		// A local VPC whose control plane is down says so (and how to
+		// restart it) rather than be taken for EC2.
+		if errors.Is(err, localvpc.ErrDown) || instanceRef != "" && !strings.HasPrefix(instanceRef, "i-") {
 			return false, err
 		}
 		return false, nil // no local VPC: assume a real instance

@@ -6,7 +6,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
+	"slices"
 
 	"github.com/vpcnet/vpcnet/internal/localvpc/ec2api"
 	"github.com/vpcnet/vpcnet/internal/localvpc/vpc"
@@ -129,6 +131,50 @@ func (c Config) Validate() error {
 		return fmt.Errorf("faults: %w", err)
 	}
 	return nil
+}
+
+// conflicts lists what c asks for (its non-zero fields: the flags given)
+// that the existing configuration stored does not have, as flags, for the
+// message of an `up` that would have to replace a VPC to honour them.
+func (c Config) conflicts(stored Config) []string {
+	var out []string
+	differs := func(flag string, asked, has any) {
+		out = append(out, fmt.Sprintf("%s %v (it has %v)", flag, asked, has))
+	}
+	if c.Region != "" && c.Region != stored.Region {
+		differs("--region", c.Region, stored.Region)
+	}
+	if c.VPCCIDR.IsValid() && c.VPCCIDR != stored.VPCCIDR {
+		differs("--vpc-cidr", c.VPCCIDR, stored.VPCCIDR)
+	}
+	if len(c.Subnets) > 0 {
+		asked := c.WithDefaults().Subnets
+		if !slices.Equal(asked, stored.Subnets) {
+			differs("--subnets", asked, stored.Subnets)
+		}
+	}
+	if c.Instances != 0 && c.Instances != stored.Instances {
+		differs("--instances", c.Instances, stored.Instances)
+	}
+	if c.InstanceType != "" && c.InstanceType != stored.InstanceType {
+		differs("--instance-type", c.InstanceType, stored.InstanceType)
+	}
+	if c.KubernetesNode && !stored.KubernetesNode {
+		differs("--kubernetes-node", true, false)
+	}
+	if c.ExternalHost && !stored.ExternalHost {
+		differs("--external-host", true, false)
+	}
+	if c.Listen != "" && c.Listen != stored.Listen {
+		differs("--listen", c.Listen, stored.Listen)
+	}
+	if !reflect.DeepEqual(c.Faults, ec2api.Faults{}) && !reflect.DeepEqual(c.Faults, stored.Faults) {
+		differs("--faults", "(given)", "others")
+	}
+	if !reflect.DeepEqual(c.Throttle, ec2api.ThrottleConfig{}) && !reflect.DeepEqual(c.Throttle, stored.Throttle) {
+		differs("--throttle", "(given)", "others")
+	}
+	return out
 }
 
 // nameRE is what a local VPC's name may be: it prefixes namespace names

@@ -83,14 +83,53 @@ const controlFile = "control.json"
 // ErrNotRunning means no live control plane serves that local VPC.
 var ErrNotRunning = errors.New("local VPC is not running")
 
+// ErrDown means the local VPC exists, its state and datapath kept, but its
+// control plane does not run (killed, crashed, the machine rebooted):
+// `vpcnet local restart` brings it back. An error that is ErrDown is
+// ErrNotRunning too.
+var ErrDown = errors.New("local VPC's control plane is down")
+
+// notRunning is Find's error: a message a person can act on, which is
+// ErrNotRunning, and ErrDown when the VPC exists.
+type notRunning struct {
+	msg    string
+	exists bool
+}
+
+func (e *notRunning) Error() string { return e.msg }
+
+func (e *notRunning) Is(target error) bool {
+	return target == ErrNotRunning || e.exists && target == ErrDown
+}
+
+// NameFlag is what a hint adds to a `vpcnet local` command line for it to
+// reach the VPC called name: nothing for the default one.
+func NameFlag(name string) string {
+	if name == DefaultName {
+		return ""
+	}
+	return " --name " + name
+}
+
+// downHint says what to do with a local VPC whose control plane is down.
+func downHint(name string) string {
+	return fmt.Sprintf("`vpcnet local restart --name %[1]s` resumes it with its ENIs, addresses and datapath; `vpcnet local down --name %[1]s` removes it", name)
+}
+
 // Find returns the control record of the running local VPC called name.
+// When the VPC exists but its control plane is down, the error wraps
+// ErrDown and names the command that resumes it, and the record (if the
+// control plane got to write one) is returned too.
 func Find(name string) (*Control, error) {
 	if err := validName(name); err != nil {
 		return nil, err
 	}
 	data, err := os.ReadFile(filepath.Join(StateDir(name), controlFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: no local VPC %q (start one with `vpcnet local up`)", ErrNotRunning, name)
+		if exists(name) {
+			return nil, &notRunning{fmt.Sprintf("local VPC %q has no control plane (it never finished starting); %s", name, downHint(name)), true}
+		}
+		return nil, &notRunning{fmt.Sprintf("no local VPC %q (start one with `vpcnet local up%s`)", name, NameFlag(name)), false}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("failed to read the local VPC's control file: %w", err)
@@ -100,9 +139,16 @@ func Find(name string) (*Control, error) {
 		return nil, fmt.Errorf("failed to decode %s: %w", controlFile, err)
 	}
 	if !processRuns(c.PID) {
-		return &c, fmt.Errorf("%w: the control plane of %q (pid %d) is gone; `vpcnet local up --name %s` clears what it left", ErrNotRunning, name, c.PID, name)
+		return &c, &notRunning{fmt.Sprintf("the control plane of local VPC %q (pid %d) is not running; %s", name, c.PID, downHint(name)), true}
 	}
 	return &c, nil
+}
+
+// exists reports whether a local VPC called name has a state (its
+// configuration), running or not.
+func exists(name string) bool {
+	_, err := os.Stat(filepath.Join(StateDir(name), configFile))
+	return err == nil
 }
 
 func (c *Control) write() error {
@@ -238,13 +284,17 @@ func (c *Control) InstanceIDs() string {
 // instanceRef is an instance ID that it does not have and another running
 // local VPC does: commands that know a task's instance (task stop, task gc)
 // should not make the user name its VPC again.
+//
+// An instance of a local VPC whose control plane is down is found too, with
+// that VPC's ErrDown: a task command given its ID must say to restart that
+// VPC rather than take the machine for an EC2 instance.
 func FindForInstance(name, instanceRef string) (*Control, error) {
 	c, err := Find(name)
 	if strings.HasPrefix(instanceRef, "i-") && (err != nil || !c.HasInstance(instanceRef)) {
 		entries, _ := os.ReadDir(BaseStateDir)
 		for _, e := range entries {
-			if other, oerr := Find(e.Name()); oerr == nil && other.HasInstance(instanceRef) {
-				return other, nil
+			if other, oerr := Find(e.Name()); other != nil && other.HasInstance(instanceRef) {
+				return other, oerr
 			}
 		}
 	}

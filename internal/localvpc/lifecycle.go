@@ -17,54 +17,80 @@ import (
 	"github.com/vpcnet/vpcnet/internal/localvpc/fabric"
 )
 
-// Up starts a new local VPC in the background: it clears what a dead one of
-// the same name left behind, writes the configuration, starts the control
-// plane with serveArgs (the command line of `vpcnet local serve` for dir)
-// and waits until it is ready.
-func Up(ctx context.Context, cfg Config, serveArgs func(dir string) []string) (*Control, error) {
+// Up starts a local VPC in the background and waits until it is ready. A
+// VPC of that name that exists with its control plane down is resumed
+// (resumed is true), never replaced: everything in its state is kept. If
+// cfg asks for something else than it has (cfg's non-zero fields are what
+// was asked for), Up refuses and names `restart` and `down`. A new VPC
+// gets the configuration written and the control plane started with
+// serveArgs (the command line of `vpcnet local serve` for dir).
+func Up(ctx context.Context, cfg Config, serveArgs func(dir string) []string) (c *Control, resumed bool, err error) {
+	asked := cfg
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if c, err := Find(cfg.Name); err == nil {
-		return nil, fmt.Errorf("local VPC %q is already up (control plane pid %d, %s); `vpcnet local down --name %s` first", cfg.Name, c.PID, c.Endpoint, cfg.Name)
-	}
-	if err := clearDead(cfg.Name); err != nil {
-		return nil, err
+		return nil, false, fmt.Errorf("local VPC %q is already up (control plane pid %d, %s); `vpcnet local down --name %s` first", cfg.Name, c.PID, c.Endpoint, cfg.Name)
 	}
 	dir := StateDir(cfg.Name)
+	if stored, err := readConfig(dir); err == nil {
+		if diff := asked.conflicts(stored); len(diff) > 0 {
+			return nil, false, fmt.Errorf("local VPC %q exists, with its control plane down, and differs from what up asks for (%s); %s, then `vpcnet local up --name %s` makes a new one",
+				cfg.Name, strings.Join(diff, ", "), downHint(cfg.Name), cfg.Name)
+		}
+		c, err := resume(ctx, cfg.Name, serveArgs)
+		return c, err == nil, err
+	}
+	// A state directory without a configuration is no VPC: the leftovers
+	// of a crashed first start, or of a `down` cut short.
+	if err := Down(cfg.Name); err != nil {
+		return nil, false, err
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("failed to create the state directory: %w", err)
+		return nil, false, fmt.Errorf("failed to create the state directory: %w", err)
 	}
 	if err := writeConfig(dir, cfg); err != nil {
 		_ = Down(cfg.Name)
-		return nil, err
+		return nil, false, err
 	}
-	c, err := start(ctx, cfg.Name, serveArgs(dir))
+	c, err = start(ctx, cfg.Name, serveArgs(dir))
 	if err != nil {
 		// A configuration the control plane refused (a subnet EC2 would
 		// not create) must not leave a state directory or namespaces.
 		_ = Down(cfg.Name)
-		return nil, err
+		return nil, false, err
 	}
-	return c, nil
+	return c, false, nil
 }
 
-// Restart stops the control plane of a local VPC and starts it again on
-// the same state: ENIs, attachments, addresses, tags and credentials are
-// all kept, and the datapath is never torn down.
+// Restart stops the control plane of a local VPC, if it runs, and starts
+// it again on the same state: ENIs, attachments, addresses, tags,
+// credentials and faults are all kept, and the datapath is never torn
+// down. It is also how a VPC whose control plane died comes back.
 func Restart(ctx context.Context, name string, serveArgs func(dir string) []string) (*Control, error) {
 	c, err := Find(name)
-	if err != nil && c == nil {
+	if err != nil && !errors.Is(err, ErrDown) {
 		return nil, err
 	}
-	if err := stopProcess(c.PID, 10*time.Second); err != nil {
-		return nil, err
+	if c != nil {
+		if err := stopProcess(c.PID, 10*time.Second); err != nil {
+			return nil, err
+		}
 	}
-	if err := keepEndpoint(StateDir(name), c.Endpoint); err != nil {
-		return nil, err
+	return resume(ctx, name, serveArgs)
+}
+
+// resume starts the control plane of an existing local VPC whose control
+// plane is not running, on its state, where its clients look for it.
+func resume(ctx context.Context, name string, serveArgs func(dir string) []string) (*Control, error) {
+	dir := StateDir(name)
+	if c, _ := Find(name); c != nil {
+		if err := keepEndpoint(dir, c.Endpoint); err != nil {
+			return nil, err
+		}
 	}
-	return start(ctx, name, serveArgs(StateDir(name)))
+	return start(ctx, name, serveArgs(dir))
 }
 
 // keepEndpoint pins the port the EC2 API got at `up` (when it asked for any
@@ -166,15 +192,6 @@ func Down(name string) error {
 		errs = append(errs, fmt.Errorf("failed to remove the state directory: %w", err))
 	}
 	return errors.Join(errs...)
-}
-
-// clearDead removes what a crashed local VPC of that name left behind.
-func clearDead(name string) error {
-	c, _ := Find(name)
-	if c != nil && processRuns(c.PID) {
-		return nil
-	}
-	return Down(name)
 }
 
 // stopProcess stops our control plane: SIGTERM, then SIGKILL after grace.

@@ -137,8 +137,8 @@ func TestDownLeavesTheMachineAsItWas(t *testing.T) {
 }
 
 // TestUpAfterCrash kills a control plane with SIGKILL and runs `up` again
-// under the same name: it must clear what the dead one left and leave
-// exactly one working VPC.
+// under the same name: it must resume the VPC (never replace it) and leave
+// exactly one working VPC, the same one.
 func TestUpAfterCrash(t *testing.T) {
 	testenv.Tool(t, "ping")
 	v := up(t, tagLifecycle)
@@ -187,6 +187,9 @@ func TestUpAfterCrash(t *testing.T) {
 	}
 	if len(ids) != 2 || !slices.Contains(ids, ctl.Instances[0].ID) || !slices.Contains(ids, ctl.Instances[1].ID) {
 		t.Errorf("instances of the new VPC: %v, want %s and %s", ids, ctl.Instances[0].ID, ctl.Instances[1].ID)
+	}
+	if !slices.Equal(ctl.Instances, v.Instances) {
+		t.Errorf("instances after up: %+v, want those from before the crash %+v", ctl.Instances, v.Instances)
 	}
 	if !pings(ctl.Instances[0].Namespace, ctl.Instances[1].PrivateIP) {
 		t.Errorf("instance 1 of the new VPC does not reach instance 2")

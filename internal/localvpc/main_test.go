@@ -29,6 +29,7 @@ const (
 	tagFaults    = "lvft"  // faults_test.go
 	tagFiles     = "lvfs"  // instancens_test.go
 	tagExternal  = "lvext" // external_test.go
+	tagSurvive   = "lvsv"  // survive_test.go
 	nsTag        = "lvpc"
 )
 
@@ -46,7 +47,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "unknown %s=%q\n", envProgram, p)
 		os.Exit(2)
 	}
-	for _, tag := range []string{tagCLI, tagMetadata, tagDatapath, tagRestart, tagLifecycle, tagCommand, tagFaults, tagFiles, tagExternal} {
+	for _, tag := range []string{tagCLI, tagMetadata, tagDatapath, tagRestart, tagLifecycle, tagCommand, tagFaults, tagFiles, tagExternal, tagSurvive} {
 		localvpctest.CleanLeftovers(tag)
 	}
 	testenv.CleanLeftovers(nsTag)

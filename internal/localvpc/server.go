@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -61,6 +62,12 @@ func Serve(ctx context.Context, dir string, log *slog.Logger) error {
 		return fmt.Errorf("failed to open the local VPC state in %s: %w", dir, err)
 	}
 	defer model.Close()
+	// The faults set at run time, if any, else those `up` was given.
+	if f, ok, err := readFaults(dir); err != nil {
+		return err
+	} else if ok {
+		cfg.Faults = f
+	}
 	s := &Server{cfg: cfg, dir: dir, log: log, model: model, faults: cfg.Faults, ready: make(chan struct{}), replan: make(chan struct{}, 1)}
 	if err := s.bootstrap(); err != nil {
 		return err
@@ -363,13 +370,25 @@ func (s *Server) handleFaults(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet:
 	case http.MethodPut, http.MethodPost:
-		var f ec2api.Faults
-		if err := json.NewDecoder(r.Body).Decode(&f); err != nil {
-			http.Error(w, "bad fault configuration: "+err.Error(), http.StatusBadRequest)
+		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if err != nil {
+			http.Error(w, "failed to read the fault configuration: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		f, err := ec2api.ParseFaults(body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
 		if err := s.api.SetFaults(f); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		// Kept in the state directory before the reply, so a restarted
+		// or crashed control plane comes back with the same faults.
+		if err := writeFaults(s.dir, f); err != nil {
+			_ = s.api.SetFaults(s.faultsNow())
+			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		s.mu.Lock()
@@ -389,6 +408,37 @@ func (s *Server) handleFaults(w http.ResponseWriter, r *http.Request) {
 	f := s.faults
 	s.mu.Unlock()
 	writeJSON(w, f)
+}
+
+// faultsFile holds the faults set at run time (`vpcnet local faults`).
+const faultsFile = "faults.json"
+
+func writeFaults(dir string, f ec2api.Faults) error {
+	data, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, faultsFile), data, 0o644); err != nil {
+		return fmt.Errorf("failed to keep the fault configuration: %w", err)
+	}
+	return nil
+}
+
+// readFaults returns the faults set at run time; ok is false when none
+// were.
+func readFaults(dir string) (f ec2api.Faults, ok bool, err error) {
+	data, err := os.ReadFile(filepath.Join(dir, faultsFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return ec2api.Faults{}, false, nil
+	}
+	if err != nil {
+		return ec2api.Faults{}, false, fmt.Errorf("failed to read the fault configuration: %w", err)
+	}
+	f, err = ec2api.ParseFaults(data)
+	if err != nil {
+		return ec2api.Faults{}, false, fmt.Errorf("%s: %w", filepath.Join(dir, faultsFile), err)
+	}
+	return f, true, nil
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

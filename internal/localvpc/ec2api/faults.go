@@ -1,9 +1,15 @@
 package ec2api
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"maps"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vpcnet/vpcnet/internal/localvpc/vpc"
@@ -24,6 +30,73 @@ type Faults struct {
 	AttachDelay    Duration `json:"attachDelay,omitempty"`
 	AttachDelayMax Duration `json:"attachDelayMax,omitempty"`
 	MetadataLag    Duration `json:"metadataLag,omitempty"`
+}
+
+// ParseFaults decodes a fault configuration strictly: a key it does not
+// know (a misspelt "attachdelay") is an error naming it, never a fault
+// quietly left out, and the result is validated.
+func ParseFaults(data []byte) (Faults, error) {
+	// encoding/json matches keys regardless of case, and would take
+	// "attachdelay" for "attachDelay": keys are checked as written first.
+	if err := exactKeys(data); err != nil {
+		return Faults{}, fmt.Errorf("fault configuration: %w", err)
+	}
+	var f Faults
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return Faults{}, fmt.Errorf("fault configuration: %w", err)
+	}
+	if dec.More() {
+		return Faults{}, fmt.Errorf("fault configuration: more than one JSON document")
+	}
+	if err := f.Validate(); err != nil {
+		return Faults{}, fmt.Errorf("fault configuration: %w", err)
+	}
+	return f, nil
+}
+
+// exactKeys refuses a key of a fault document, or of one of its actions,
+// that is not spelt as Faults and ActionFaults spell theirs.
+func exactKeys(data []byte) error {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil {
+		return err
+	}
+	if err := knownKeys(top, reflect.TypeFor[Faults](), ""); err != nil {
+		return err
+	}
+	var actions map[string]map[string]json.RawMessage
+	if raw, ok := top["actions"]; ok {
+		if err := json.Unmarshal(raw, &actions); err != nil {
+			return fmt.Errorf("actions: %w", err)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(actions)) {
+		if err := knownKeys(actions[name], reflect.TypeFor[ActionFaults](), "action "+name+": "); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func knownKeys(m map[string]json.RawMessage, t reflect.Type, where string) error {
+	var known []string
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		known = append(known, name)
+	}
+	var unknown []string
+	for k := range m {
+		if !slices.Contains(known, k) {
+			unknown = append(unknown, strconv.Quote(k))
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	return fmt.Errorf("%sunknown key %s (known: %s)", where, strings.Join(unknown, ", "), strings.Join(known, ", "))
 }
 
 // AttachDelayFor is the attach delay of one attachment. Drawn from its ID,

@@ -15,9 +15,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -108,13 +112,35 @@ func New(model *vpc.Model, cfg Config) (*Handler, error) {
 		"UnassignIpv6Addresses":           h.unassignIPv6Addresses,
 		"UnassignPrivateIpAddresses":      h.unassignPrivateIPAddresses,
 	}
+	if err := h.knownActions(cfg.Faults); err != nil {
+		return nil, fmt.Errorf("invalid fault configuration: %w", err)
+	}
 	return h, nil
+}
+
+// knownActions refuses faults for an action this API does not serve: a
+// misspelt name would inject nothing.
+func (h *Handler) knownActions(f Faults) error {
+	var unknown []string
+	for name := range f.Actions {
+		if _, ok := h.actions[name]; !ok && name != "*" {
+			unknown = append(unknown, strconv.Quote(name))
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	return fmt.Errorf("no action %s in this EC2 API (actions: \"*\", %s)", strings.Join(unknown, ", "), strings.Join(slices.Sorted(maps.Keys(h.actions)), ", "))
 }
 
 // SetFaults replaces the fault configuration; calls in flight keep the one
 // they started with.
 func (h *Handler) SetFaults(f Faults) error {
 	if err := f.Validate(); err != nil {
+		return fmt.Errorf("invalid fault configuration: %w", err)
+	}
+	if err := h.knownActions(f); err != nil {
 		return fmt.Errorf("invalid fault configuration: %w", err)
 	}
 	h.faultsMu.Lock()
