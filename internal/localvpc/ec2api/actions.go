@@ -58,7 +58,7 @@ func createNetworkInterfaceInput(p params) (vpc.CreateNetworkInterfaceInput, err
 		{"Ipv6AddressCount", &in.IPv6Count}, {"Ipv6PrefixCount", &in.IPv6PrefixCount},
 	}
 	for _, c := range counts {
-		if *c.dst, err = p.integer(c.name); err != nil {
+		if *c.dst, err = p.count(c.name); err != nil {
 			return in, err
 		}
 	}
@@ -233,10 +233,10 @@ func (h *Handler) assignPrivateIPAddresses(p params) (response, error) {
 	if in.Prefixes, err = parsePrefixes("Ipv4Prefix", p.list("Ipv4Prefix")); err != nil {
 		return nil, err
 	}
-	if in.Count, err = p.integer("SecondaryPrivateIpAddressCount"); err != nil {
+	if in.Count, err = p.count("SecondaryPrivateIpAddressCount"); err != nil {
 		return nil, err
 	}
-	if in.PrefixCount, err = p.integer("Ipv4PrefixCount"); err != nil {
+	if in.PrefixCount, err = p.count("Ipv4PrefixCount"); err != nil {
 		return nil, err
 	}
 	reassign, err := p.boolean("AllowReassignment")
@@ -300,10 +300,10 @@ func (h *Handler) assignIPv6Addresses(p params) (response, error) {
 	if in.Prefixes, err = parsePrefixes("Ipv6Prefix", p.list("Ipv6Prefix")); err != nil {
 		return nil, err
 	}
-	if in.Count, err = p.integer("Ipv6AddressCount"); err != nil {
+	if in.Count, err = p.count("Ipv6AddressCount"); err != nil {
 		return nil, err
 	}
-	if in.PrefixCount, err = p.integer("Ipv6PrefixCount"); err != nil {
+	if in.PrefixCount, err = p.count("Ipv6PrefixCount"); err != nil {
 		return nil, err
 	}
 	got, err := h.model.AssignIPv6Addresses(in)
@@ -478,6 +478,20 @@ func (h *Handler) createSecurityGroup(p params) (response, error) {
 		Return: true, GroupID: g.ID, TagSet: tagSet(g.Tags),
 		SecurityGroupARN: "arn:aws:ec2:" + v.region + ":" + v.account + ":security-group/" + g.ID,
 	}, nil
+}
+
+type deleteSecurityGroupResponse struct {
+	meta
+	Return  bool   `xml:"return"`
+	GroupID string `xml:"groupId"`
+}
+
+func (h *Handler) deleteSecurityGroup(p params) (response, error) {
+	id, err := h.model.DeleteSecurityGroup(p.str("GroupId"), p.str("GroupName"))
+	if err != nil {
+		return nil, err
+	}
+	return &deleteSecurityGroupResponse{Return: true, GroupID: id}, nil
 }
 
 type authorizeResponse struct {

@@ -31,8 +31,16 @@ import (
 // Namespace is the XML namespace of EC2 API version 2016-11-15.
 const Namespace = "http://ec2.amazonaws.com/doc/2016-11-15/"
 
-// maxBody bounds a request body; EC2 requests are small.
-const maxBody = 1 << 20
+// maxBody bounds a request body; EC2 requests are small. Up to maxDrain
+// more is read and dropped to answer an oversized one with an error
+// document.
+const (
+	maxBody  = 1 << 20
+	maxDrain = 64 << 20
+)
+
+// APIVersion is the EC2 API version served, the only one accepted.
+const APIVersion = "2016-11-15"
 
 // Authenticator checks a request's signature. It returns the principal
 // the request acts as, or an error; a *vpc.Error's code (AuthFailure,
@@ -98,6 +106,7 @@ func New(model *vpc.Model, cfg Config) (*Handler, error) {
 		"CreateSecurityGroup":             h.createSecurityGroup,
 		"CreateTags":                      h.createTags,
 		"DeleteNetworkInterface":          h.deleteNetworkInterface,
+		"DeleteSecurityGroup":             h.deleteSecurityGroup,
 		"DeleteTags":                      h.deleteTags,
 		"DescribeInstanceTypes":           h.describeInstanceTypes,
 		"DescribeInstances":               h.describeInstances,
@@ -179,6 +188,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, id string) (stri
 		return "", err
 	}
 	action := p.str("Action")
+	switch v := p.str("Version"); {
+	case v == "":
+		return action, &vpc.Error{Code: vpc.CodeMissingParameter, Message: "The request must contain the parameter Version"}
+	case v != APIVersion:
+		return action, &vpc.Error{Code: vpc.CodeNoSuchVersion, Message: fmt.Sprintf("The requested version (%s) of service AmazonEC2 does not exist", v)}
+	}
 	if err := h.authenticate(r, body); err != nil {
 		return action, err
 	}
@@ -212,7 +227,15 @@ func readRequest(r *http.Request) ([]byte, params, error) {
 		return nil, nil, fmt.Errorf("read request body: %w", err)
 	}
 	if len(body) > maxBody {
-		return nil, nil, &vpc.Error{Code: vpc.CodeInvalidParameterValue, Message: "The request body is too large."}
+		// Read (and drop) the rest before answering: a reply sent while
+		// the client still writes makes the server close the connection
+		// under it, and the client sees a reset instead of this error.
+		n, _ := io.Copy(io.Discard, io.LimitReader(r.Body, maxDrain))
+		size := fmt.Sprintf("more than %d", maxBody+1+maxDrain)
+		if n < maxDrain {
+			size = strconv.FormatInt(int64(len(body))+n, 10)
+		}
+		return nil, nil, &vpc.Error{Code: vpc.CodeInvalidParameterValue, Message: fmt.Sprintf("The request body is too large: %s bytes, at most %d.", size, maxBody)}
 	}
 	values := r.URL.Query()
 	if r.Method == http.MethodPost {

@@ -41,6 +41,15 @@ func (p params) integer(name string) (int, error) {
 	return n, nil
 }
 
+// count is an integer parameter that counts something: never negative.
+func (p params) count(name string) (int, error) {
+	n, err := p.integer(name)
+	if err == nil && n < 0 {
+		return 0, &vpc.Error{Code: vpc.CodeInvalidParameterValue, Message: "Value (" + p.str(name) + ") for parameter " + name + " is invalid. It must not be negative."}
+	}
+	return n, err
+}
+
 func (p params) boolean(name string) (*bool, error) {
 	if !p.has(name) {
 		return nil, nil

@@ -53,7 +53,8 @@ func runningInstance(st *State, id string) (*Instance, InstanceType, error) {
 
 // checkAttach applies EC2's rules for attaching n to inst, in EC2's order:
 // the interface must be free, in the instance's zone and VPC, the device
-// index free and the instance below its interface limit.
+// index free and the instance below its interface limit, and the device
+// index within that limit.
 func checkAttach(st *State, n *NetworkInterface, inst *Instance, t InstanceType, in AttachInput) error {
 	if n.Attachment != nil {
 		return errorf(CodeInvalidNetworkInterfaceInUse, "Interface: [%s] in use.", n.ID)
@@ -82,6 +83,11 @@ func checkAttach(st *State, n *NetworkInterface, inst *Instance, t InstanceType,
 	}
 	if attached+1 > int(t.MaxNetworkInterfaces) {
 		return errorf(CodeAttachmentLimitExceeded, "Interface count %d exceeds the limit for %s", attached+1, t.Name)
+	}
+	// After the count: a full instance says so, whatever index was asked.
+	if in.DeviceIndex >= t.MaxNetworkInterfaces {
+		return invalidValue("Invalid value '%d' for deviceIndex: instance type %s takes %d network interfaces, at device indexes 0 to %d.",
+			in.DeviceIndex, t.Name, t.MaxNetworkInterfaces, t.MaxNetworkInterfaces-1)
 	}
 	if ipv4Slots(n) > int(t.IPv4PerInterface) || ipv6Slots(n) > int(t.IPv6PerInterface) {
 		return addressLimit()

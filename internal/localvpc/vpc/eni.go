@@ -51,6 +51,12 @@ func createENI(st *State, in CreateNetworkInterfaceInput) (*NetworkInterface, er
 	if len(groups) == 0 {
 		groups = []string{defaultGroupOf(st, s.VPCID)}
 	}
+	if err := checkGroupCount(groups); err != nil {
+		return nil, err
+	}
+	if err := checkDescription("description", in.Description); err != nil {
+		return nil, err
+	}
 	if err := checkGroups(st, s.VPCID, groups); err != nil {
 		return nil, err
 	}
@@ -184,8 +190,14 @@ func (m *Model) ModifyNetworkInterfaceAttribute(in ModifyNetworkInterfaceInput) 
 		case in.SourceDestCheck != nil:
 			n.SourceDestCheck = *in.SourceDestCheck
 		case in.Description != nil:
+			if err := checkDescription("description", *in.Description); err != nil {
+				return err
+			}
 			n.Description = *in.Description
 		case len(in.Groups) > 0:
+			if err := checkGroupCount(in.Groups); err != nil {
+				return err
+			}
 			if err := checkGroups(st, n.VPCID, in.Groups); err != nil {
 				return err
 			}

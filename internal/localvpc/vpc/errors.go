@@ -1,6 +1,9 @@
 package vpc
 
-import "fmt"
+import (
+	"fmt"
+	"unicode/utf8"
+)
 
 // Error is a refusal with an EC2 error code, as EC2 itself would return it.
 // The wire layer turns it into an EC2 error document; any other error from
@@ -16,6 +19,8 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 const (
 	CodeAttachmentLimitExceeded            = "AttachmentLimitExceeded"
 	CodeAuthFailure                        = "AuthFailure"
+	CodeCannotDelete                       = "CannotDelete"
+	CodeDependencyViolation                = "DependencyViolation"
 	CodeDryRunOperation                    = "DryRunOperation"
 	CodeInsufficientCidrBlocks             = "InsufficientCidrBlocks"
 	CodeInsufficientFreeAddresses          = "InsufficientFreeAddressesInSubnet"
@@ -33,7 +38,6 @@ const (
 	CodeInvalidNetworkInterfaceIDMalformed = "InvalidNetworkInterfaceID.Malformed"
 	CodeInvalidNetworkInterfaceIDNotFound  = "InvalidNetworkInterfaceID.NotFound"
 	CodeInvalidNetworkInterfaceInUse       = "InvalidNetworkInterface.InUse"
-	CodeInvalidPaginationToken             = "InvalidPaginationToken"
 	CodeInvalidParameterCombination        = "InvalidParameterCombination"
 	CodeInvalidParameterValue              = "InvalidParameterValue"
 	CodeInvalidPermissionDuplicate         = "InvalidPermission.Duplicate"
@@ -43,9 +47,11 @@ const (
 	CodeInvalidSubnetRange                 = "InvalidSubnet.Range"
 	CodeInvalidVpcIDNotFound               = "InvalidVpcID.NotFound"
 	CodeMissingParameter                   = "MissingParameter"
+	CodeNoSuchVersion                      = "NoSuchVersion"
 	CodeOperationNotPermitted              = "OperationNotPermitted"
 	CodePrivateIPAddressLimitExceeded      = "PrivateIpAddressLimitExceeded"
 	CodeRequestLimitExceeded               = "RequestLimitExceeded"
+	CodeSecurityGroupsPerInterfaceLimit    = "SecurityGroupsPerInterfaceLimitExceeded"
 	CodeTagLimitExceeded                   = "TagLimitExceeded"
 	CodeUnauthorizedOperation              = "UnauthorizedOperation"
 )
@@ -80,4 +86,34 @@ func vpcNotFound(id string) *Error {
 
 func groupNotFound(id string) *Error {
 	return errorf(CodeInvalidGroupNotFound, "The security group '%s' does not exist", id)
+}
+
+// EC2's limits on inputs that every action shares.
+const (
+	// MaxGroupsPerInterface is the default quota of security groups per
+	// network interface.
+	MaxGroupsPerInterface = 5
+	// MaxDescription is the longest description of an interface or a
+	// security group, in characters.
+	MaxDescription = 255
+)
+
+// checkDescription refuses a description longer than EC2 takes.
+func checkDescription(param, d string) error {
+	if n := utf8.RuneCountInString(d); n > MaxDescription {
+		return invalidValue("Value for parameter %s is invalid: %d characters, the maximum is %d.", param, n, MaxDescription)
+	}
+	return nil
+}
+
+// checkGroupCount refuses more security groups than an interface takes.
+func checkGroupCount(groups []string) error {
+	distinct := map[string]bool{}
+	for _, g := range groups {
+		distinct[g] = true
+	}
+	if len(distinct) > MaxGroupsPerInterface {
+		return errorf(CodeSecurityGroupsPerInterfaceLimit, "The maximum number of security groups per interface has been reached (%d given, at most %d).", len(distinct), MaxGroupsPerInterface)
+	}
+	return nil
 }

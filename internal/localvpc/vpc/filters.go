@@ -119,18 +119,21 @@ func checkPaging(in DescribeInput, idsParam string) error {
 }
 
 // paginate cuts a page out of items sorted by ID. The token is the last
-// ID returned, so a page boundary survives creations and deletions.
+// ID returned (marked and encoded), so a page boundary survives creations
+// and deletions.
 func paginate[T any](items []T, id func(T) string, maxResults int, token string) ([]T, string, error) {
 	start := 0
 	if token != "" {
-		last, err := base64.RawURLEncoding.DecodeString(token)
-		if err != nil || len(last) == 0 {
-			return nil, "", errorf(CodeInvalidPaginationToken, "Invalid pagination token: %s", token)
+		// EC2 answers a token it did not issue as an invalid value.
+		raw, err := base64.RawURLEncoding.DecodeString(token)
+		last, ok := strings.CutPrefix(string(raw), tokenPrefix)
+		if err != nil || !ok || last == "" {
+			return nil, "", invalidValue("Value (%s) for parameter NextToken is invalid. The token is invalid.", token)
 		}
-		start, _ = slices.BinarySearchFunc(items, string(last), func(t T, target string) int {
+		start, _ = slices.BinarySearchFunc(items, last, func(t T, target string) int {
 			return strings.Compare(id(t), target)
 		})
-		if start < len(items) && id(items[start]) == string(last) {
+		if start < len(items) && id(items[start]) == last {
 			start++
 		}
 	}
@@ -138,8 +141,12 @@ func paginate[T any](items []T, id func(T) string, maxResults int, token string)
 		return items[start:], "", nil
 	}
 	page := items[start : start+maxResults]
-	return page, base64.RawURLEncoding.EncodeToString([]byte(id(page[len(page)-1]))), nil
+	return page, base64.RawURLEncoding.EncodeToString([]byte(tokenPrefix + id(page[len(page)-1]))), nil
 }
+
+// tokenPrefix starts every pagination token, so that one the model did not
+// issue is told apart from one it did.
+const tokenPrefix = "vpcnet-page:"
 
 func one(s string) []string { return []string{s} }
 

@@ -69,6 +69,12 @@ func (m *Model) CreateSecurityGroup(in CreateSecurityGroupInput) (SecurityGroup,
 	if in.Name == DefaultGroupName {
 		return SecurityGroup{}, errorf(CodeInvalidGroupReserved, "The security group '%s' is reserved", in.Name)
 	}
+	if err := checkDescription("GroupName", in.Name); err != nil {
+		return SecurityGroup{}, err
+	}
+	if err := checkDescription("GroupDescription", in.Description); err != nil {
+		return SecurityGroup{}, err
+	}
 	var out SecurityGroup
 	err := m.update(func(st *State) error {
 		vpcID := in.VPCID
@@ -92,6 +98,67 @@ func (m *Model) CreateSecurityGroup(in CreateSecurityGroupInput) (SecurityGroup,
 		return nil
 	})
 	return out, err
+}
+
+// DeleteSecurityGroup deletes a group, named by ID or, in the first VPC,
+// by name. As on EC2, a VPC's default group cannot be deleted, nor a group
+// that an interface is in or another group's rule refers to
+// (DependencyViolation). It returns the deleted group's ID.
+func (m *Model) DeleteSecurityGroup(id, name string) (string, error) {
+	if id == "" && name == "" {
+		return "", errorf(CodeMissingParameter, "The request must contain the parameter groupId or groupName")
+	}
+	var deleted string
+	err := m.update(func(st *State) error {
+		g, err := findGroup(st, id, name)
+		if err != nil {
+			return err
+		}
+		if g.Name == DefaultGroupName {
+			return errorf(CodeCannotDelete, "the specified group: \"%s\" name: \"%s\" cannot be deleted by a user", g.ID, g.Name)
+		}
+		for _, n := range SortedValues(st.NetworkInterfaces) {
+			if slices.Contains(n.Groups, g.ID) {
+				return errorf(CodeDependencyViolation, "resource %s has a dependent object (network interface %s)", g.ID, n.ID)
+			}
+		}
+		for _, other := range SortedValues(st.SecurityGroups) {
+			if other.ID == g.ID {
+				continue
+			}
+			for _, r := range slices.Concat(other.Ingress, other.Egress) {
+				if r.GroupID == g.ID {
+					return errorf(CodeDependencyViolation, "resource %s has a dependent object (a rule of security group %s)", g.ID, other.ID)
+				}
+			}
+		}
+		delete(st.SecurityGroups, g.ID)
+		deleted = g.ID
+		return nil
+	})
+	return deleted, err
+}
+
+// findGroup finds a group by ID, or else by name in the first VPC, as EC2
+// finds a group name in the default VPC.
+func findGroup(st *State, id, name string) (*SecurityGroup, error) {
+	if id != "" {
+		g, ok := st.SecurityGroups[id]
+		if !ok {
+			return nil, groupNotFound(id)
+		}
+		return g, nil
+	}
+	var defaultVPC string
+	if vpcs := SortedValues(st.VPCs); len(vpcs) > 0 {
+		defaultVPC = vpcs[0].ID
+	}
+	for _, g := range SortedValues(st.SecurityGroups) {
+		if g.VPCID == defaultVPC && g.Name == name {
+			return g, nil
+		}
+	}
+	return nil, errorf(CodeInvalidGroupNotFound, "The security group '%s' does not exist in default VPC '%s'", name, defaultVPC)
 }
 
 // Permission is EC2's IpPermission: rules sharing protocol and ports, with

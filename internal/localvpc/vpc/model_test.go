@@ -451,7 +451,8 @@ func TestPagination(t *testing.T) {
 		{"MaxResults below 5", DescribeInput{MaxResults: 4}, CodeInvalidParameterValue},
 		{"MaxResults above 1000", DescribeInput{MaxResults: 1001}, CodeInvalidParameterValue},
 		{"MaxResults with IDs", DescribeInput{MaxResults: 5, IDs: []string{all[0]}}, CodeInvalidParameterCombination},
-		{"garbage token", DescribeInput{MaxResults: 5, NextToken: "!!!"}, CodeInvalidPaginationToken},
+		{"garbage token", DescribeInput{MaxResults: 5, NextToken: "!!!"}, CodeInvalidParameterValue},
+		{"a token the model did not issue", DescribeInput{MaxResults: 5, NextToken: "ZW5pLTE"}, CodeInvalidParameterValue},
 	} {
 		_, _, err := w.m.DescribeNetworkInterfaces(tc.in)
 		if !IsError(err, tc.code) {
