@@ -33,15 +33,17 @@ func setFaults(t *testing.T, v *localvpctest.VPC, doc string) {
 	}
 }
 
-// TestAttachDelay makes attachments take seconds, as on AWS: right after
-// the call the attachment is "attaching" and the instance has no device;
-// later the device appears, and the attachment is "attached" only once it
-// has.
+// TestAttachDelay makes attachments take time, as on AWS: while the delay
+// runs the attachment is "attaching" and the instance has no device; once
+// it is over the device appears, and the attachment is "attached" only
+// once it has. What is asserted during the delay is asserted under a delay
+// of an hour, cleared afterwards, so that a stalled runner cannot see the
+// delay end early; a short delay then shows one ending by itself.
 func TestAttachDelay(t *testing.T) {
 	v := up(t, tagFaults)
 	c := v.EC2()
 	in1 := v.Instances[0]
-	setFaults(t, v, `{"attachDelay":"3s"}`)
+	setFaults(t, v, `{"attachDelay":"1h"}`)
 
 	eni := createENI(t, c, v.Subnets[0].ID)
 	id := *eni.NetworkInterfaceId
@@ -52,6 +54,8 @@ func TestAttachDelay(t *testing.T) {
 	if dev := deviceIn(t, in1.Namespace, *eni.MacAddress); dev != nil {
 		t.Errorf("device %s on the instance right after the call, before the attach delay", dev.Attrs().Name)
 	}
+	// Held back until the delay is cleared, without waiting for it.
+	v.Vpcnet("local", "faults", "--name", v.Name, "--clear")
 	waitDevice(t, in1.Namespace, *eni.MacAddress)
 	eventually(t, "the attachment becomes attached", func() bool {
 		s := attachmentStatus(describeENI(t, c, id))
@@ -61,15 +65,10 @@ func TestAttachDelay(t *testing.T) {
 		return s == "attached"
 	})
 
-	// An attachment held back by a long delay completes once the delay is
-	// cleared, without waiting for it.
-	setFaults(t, v, `{"attachDelay":"1h"}`)
+	// A short delay ends by itself.
+	setFaults(t, v, `{"attachDelay":"500ms"}`)
 	other := createENI(t, c, v.Subnets[0].ID)
 	attachENI(t, c, *other.NetworkInterfaceId, in1.ID, 2)
-	if s := attachmentStatus(describeENI(t, c, *other.NetworkInterfaceId)); s != "attaching" {
-		t.Errorf("attachment right after the call: %q, want attaching", s)
-	}
-	v.Vpcnet("local", "faults", "--name", v.Name, "--clear")
 	waitDevice(t, in1.Namespace, *other.MacAddress)
 	waitAttachment(t, c, *other.NetworkInterfaceId, "attached")
 }
@@ -134,23 +133,33 @@ func TestThrottling(t *testing.T) {
 	}
 }
 
-// TestMetadataLag makes instance metadata trail EC2: right after an
-// attachment is attached the instance's metadata does not list the ENI's
-// MAC yet; later it does.
+// TestMetadataLag makes instance metadata trail EC2: after an attachment
+// is attached the instance's metadata does not list the ENI's MAC until
+// the lag has passed. As in TestAttachDelay, the "not yet" is asserted
+// under a lag of an hour, then cleared; a short lag then passes by itself.
 func TestMetadataLag(t *testing.T) {
 	v := up(t, tagFaults)
 	c := v.EC2()
 	in1 := v.Instances[0]
-	setFaults(t, v, `{"metadataLag":"3s"}`)
+	setFaults(t, v, `{"metadataLag":"1h"}`)
 
 	eni := createENI(t, c, v.Subnets[0].ID)
 	mac := *eni.MacAddress
 	attachENI(t, c, *eni.NetworkInterfaceId, in1.ID, 1)
 	waitAttachment(t, c, *eni.NetworkInterfaceId, "attached")
 	if macs := imdsGet(t, in1.Namespace, "network/interfaces/macs/"); strings.Contains(macs, mac) {
-		t.Errorf("metadata lists %s right after the attachment completed, despite a 3s lag:\n%s", mac, macs)
+		t.Errorf("metadata lists %s right after the attachment completed, despite an hour's lag:\n%s", mac, macs)
 	}
-	eventually(t, "metadata lists the new ENI", func() bool {
+	v.Vpcnet("local", "faults", "--name", v.Name, "--clear")
+	eventually(t, "metadata lists the new ENI once the lag is cleared", func() bool {
 		return strings.Contains(imdsGet(t, in1.Namespace, "network/interfaces/macs/"), mac+"/")
+	})
+
+	setFaults(t, v, `{"metadataLag":"500ms"}`)
+	other := createENI(t, c, v.Subnets[0].ID)
+	attachENI(t, c, *other.NetworkInterfaceId, in1.ID, 2)
+	waitAttachment(t, c, *other.NetworkInterfaceId, "attached")
+	eventually(t, "metadata lists the second ENI once a short lag has passed", func() bool {
+		return strings.Contains(imdsGet(t, in1.Namespace, "network/interfaces/macs/"), *other.MacAddress+"/")
 	})
 }
