@@ -96,7 +96,7 @@ func Apply(ctx context.Context, spec Spec) error {
 
 	var errs []error
 	errs = append(errs, fab.reconcileDevices(ctx, want.Devices)...)
-	if err := fab.reconcileRoutes(want); err != nil {
+	if err := fab.reconcileRouting(want); err != nil {
 		errs = append(errs, err)
 	}
 	if err := fab.loadFirewall(ctx, want.Firewall); err != nil {

@@ -317,42 +317,64 @@ func removeAllDevices(n ns.NetNS) []error {
 	return errs
 }
 
-// reconcileRoutes makes the fabric's routes, static neighbour entries and
+// reconcileRouting makes the fabric's routes, static neighbour entries and
 // proxy NDP entries match want. Routes go first: replacing a moved
-// address's route switches it to its new ENI in one step.
-func (f *fabricNS) reconcileRoutes(want state) error {
-	links, err := f.nl.LinkList()
+// address's route switches it to its new ENI in one step. A failure of one
+// entry does not stop the others; all are returned, joined.
+func (f *fabricNS) reconcileRouting(want state) error {
+	links, err := f.links()
 	if err != nil {
-		return fmt.Errorf("failed to list the devices of %s: %w", f.name, err)
+		return err
 	}
-	index := map[string]int{}
-	name := map[int]string{}
-	up := map[string]bool{} // the kernel refuses routes through a device that is down
-	for _, l := range links {
-		index[l.Attrs().Name] = l.Attrs().Index
-		name[l.Attrs().Index] = l.Attrs().Name
-		up[l.Attrs().Name] = l.Attrs().Flags&net.FlagUp != 0
-	}
-	var errs []error
-	fail := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	return errors.Join(
+		f.reconcileRoutes(want.Routes, links),
+		f.reconcileNeighbours(want.Neighbours, links),
+		f.reconcileProxies(want.Proxies, links),
+	)
+}
 
-	var haveRoutes []route
+// fabricLinks is what the routing steps need to know of the fabric's
+// devices: their indexes by name and back, and which are up (the kernel
+// refuses routes through a device that is down).
+type fabricLinks struct {
+	index map[string]int
+	name  map[int]string
+	up    map[string]bool
+}
+
+func (f *fabricNS) links() (fabricLinks, error) {
+	list, err := f.nl.LinkList()
+	if err != nil {
+		return fabricLinks{}, fmt.Errorf("failed to list the devices of %s: %w", f.name, err)
+	}
+	l := fabricLinks{index: map[string]int{}, name: map[int]string{}, up: map[string]bool{}}
+	for _, link := range list {
+		a := link.Attrs()
+		l.index[a.Name], l.name[a.Index], l.up[a.Name] = a.Index, a.Name, a.Flags&net.FlagUp != 0
+	}
+	return l, nil
+}
+
+// reconcileRoutes makes the fabric's own routes (those of routeProtocol in
+// the main table) match want.
+func (f *fabricNS) reconcileRoutes(want map[netip.Prefix]route, links fabricLinks) error {
+	var have []route
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		rs, err := f.nl.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN, Protocol: routeProtocol}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 		if err != nil {
 			return fmt.Errorf("failed to list the routes of %s: %w", f.name, err)
 		}
 		for _, r := range rs {
-			haveRoutes = append(haveRoutes, route{Dst: netops.PrefixOf(r.Dst), Dev: name[r.LinkIndex], Via: netops.AddrOf(r.Gw)})
+			have = append(have, route{Dst: netops.PrefixOf(r.Dst), Dev: links.name[r.LinkIndex], Via: netops.AddrOf(r.Gw)})
 		}
 	}
-	replace, remove := netops.DiffRoutes(want.Routes, haveRoutes)
+	var errs []error
+	replace, remove := netops.DiffRoutes(want, have)
 	for _, r := range replace {
-		idx := index[r.Dev]
-		if !up[r.Dev] {
+		if !links.up[r.Dev] {
 			continue // its device failed to build; that error is reported already
 		}
-		nr := &netlink.Route{LinkIndex: idx, Dst: netops.IPNet(r.Dst), Protocol: routeProtocol, Scope: netlink.SCOPE_LINK}
+		nr := &netlink.Route{LinkIndex: links.index[r.Dev], Dst: netops.IPNet(r.Dst), Protocol: routeProtocol, Scope: netlink.SCOPE_LINK}
 		if r.Via.IsValid() {
 			nr.Scope = netlink.SCOPE_UNIVERSE
 			nr.Gw = r.Via.AsSlice()
@@ -361,19 +383,24 @@ func (f *fabricNS) reconcileRoutes(want state) error {
 			}
 		}
 		if err := f.nl.RouteReplace(nr); err != nil {
-			fail("failed to route %v to %s: %w", r.Dst, r.Dev, err)
+			errs = append(errs, fmt.Errorf("failed to route %v to %s: %w", r.Dst, r.Dev, err))
 		}
 	}
 	for _, r := range remove {
 		// Scope "nowhere" matches any scope; the kernel deletes only a
 		// route whose scope matches otherwise.
-		nr := &netlink.Route{LinkIndex: index[r.Dev], Dst: netops.IPNet(r.Dst), Protocol: routeProtocol, Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_NOWHERE}
+		nr := &netlink.Route{LinkIndex: links.index[r.Dev], Dst: netops.IPNet(r.Dst), Protocol: routeProtocol, Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_NOWHERE}
 		if err := f.nl.RouteDel(nr); err != nil && !errors.Is(err, unix.ESRCH) {
-			fail("failed to remove the route of %v to %s: %w", r.Dst, r.Dev, err)
+			errs = append(errs, fmt.Errorf("failed to remove the route of %v to %s: %w", r.Dst, r.Dev, err))
 		}
 	}
+	return errors.Join(errs...)
+}
 
-	var haveNeigh []neighbour
+// reconcileNeighbours makes the fabric's permanent neighbour entries (not
+// the proxy ones) match want.
+func (f *fabricNS) reconcileNeighbours(want []neighbour, links fabricLinks) error {
+	var have []neighbour
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		entries, err := f.nl.NeighList(0, fam)
 		if err != nil {
@@ -381,52 +408,56 @@ func (f *fabricNS) reconcileRoutes(want state) error {
 		}
 		for _, n := range entries {
 			if n.State&netlink.NUD_PERMANENT != 0 && n.Flags&netlink.NTF_PROXY == 0 {
-				haveNeigh = append(haveNeigh, neighbour{Dev: name[n.LinkIndex], Addr: netops.AddrOf(n.IP), MAC: n.HardwareAddr.String()})
+				have = append(have, neighbour{Dev: links.name[n.LinkIndex], Addr: netops.AddrOf(n.IP), MAC: n.HardwareAddr.String()})
 			}
 		}
 	}
-	set, drop := netops.DiffPermanentNeighbors(want.Neighbours, haveNeigh)
+	var errs []error
+	set, drop := netops.DiffPermanentNeighbors(want, have)
 	for _, n := range drop {
-		nn := &netlink.Neigh{LinkIndex: index[n.Dev], Family: familyOf(n.Addr), IP: n.Addr.AsSlice()}
+		nn := &netlink.Neigh{LinkIndex: links.index[n.Dev], Family: familyOf(n.Addr), IP: n.Addr.AsSlice()}
 		if err := f.nl.NeighDel(nn); err != nil && !errors.Is(err, unix.ENOENT) {
-			fail("failed to remove the neighbour entry of %v on %s: %w", n.Addr, n.Dev, err)
+			errs = append(errs, fmt.Errorf("failed to remove the neighbour entry of %v on %s: %w", n.Addr, n.Dev, err))
 		}
 	}
 	for _, n := range set {
-		idx := index[n.Dev]
-		if !up[n.Dev] {
+		if !links.up[n.Dev] {
 			continue
 		}
 		mac, _ := net.ParseMAC(n.MAC)
-		nn := &netlink.Neigh{LinkIndex: idx, Family: familyOf(n.Addr), State: netlink.NUD_PERMANENT, IP: n.Addr.AsSlice(), HardwareAddr: mac}
+		nn := &netlink.Neigh{LinkIndex: links.index[n.Dev], Family: familyOf(n.Addr), State: netlink.NUD_PERMANENT, IP: n.Addr.AsSlice(), HardwareAddr: mac}
 		if err := f.nl.NeighSet(nn); err != nil {
-			fail("failed to pin %v to %s on %s: %w", n.Addr, n.MAC, n.Dev, err)
+			errs = append(errs, fmt.Errorf("failed to pin %v to %s on %s: %w", n.Addr, n.MAC, n.Dev, err))
 		}
 	}
+	return errors.Join(errs...)
+}
 
+// reconcileProxies makes the fabric's proxy NDP entries match want.
+func (f *fabricNS) reconcileProxies(want []proxy, links fabricLinks) error {
 	proxied, err := f.nl.NeighProxyList(0, netlink.FAMILY_V6)
 	if err != nil {
 		return fmt.Errorf("failed to list the proxy NDP entries of %s: %w", f.name, err)
 	}
-	var haveProxies []proxy
+	var have []proxy
 	for _, n := range proxied {
-		haveProxies = append(haveProxies, proxy{Dev: name[n.LinkIndex], Addr: netops.AddrOf(n.IP)})
+		have = append(have, proxy{Dev: links.name[n.LinkIndex], Addr: netops.AddrOf(n.IP)})
 	}
-	add, del := diffSets(want.Proxies, haveProxies)
+	var errs []error
+	add, del := diffSets(want, have)
 	for _, p := range del {
-		nn := &netlink.Neigh{LinkIndex: index[p.Dev], Family: netlink.FAMILY_V6, Flags: netlink.NTF_PROXY, IP: p.Addr.AsSlice()}
+		nn := &netlink.Neigh{LinkIndex: links.index[p.Dev], Family: netlink.FAMILY_V6, Flags: netlink.NTF_PROXY, IP: p.Addr.AsSlice()}
 		if err := f.nl.NeighDel(nn); err != nil && !errors.Is(err, unix.ENOENT) {
-			fail("failed to stop answering NDP for %v on %s: %w", p.Addr, p.Dev, err)
+			errs = append(errs, fmt.Errorf("failed to stop answering NDP for %v on %s: %w", p.Addr, p.Dev, err))
 		}
 	}
 	for _, p := range add {
-		idx := index[p.Dev]
-		if !up[p.Dev] {
+		if !links.up[p.Dev] {
 			continue
 		}
-		nn := &netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V6, Flags: netlink.NTF_PROXY, State: netlink.NUD_PERMANENT, IP: p.Addr.AsSlice()}
+		nn := &netlink.Neigh{LinkIndex: links.index[p.Dev], Family: netlink.FAMILY_V6, Flags: netlink.NTF_PROXY, State: netlink.NUD_PERMANENT, IP: p.Addr.AsSlice()}
 		if err := f.nl.NeighAdd(nn); err != nil && !errors.Is(err, unix.EEXIST) {
-			fail("failed to answer NDP for %v on %s: %w", p.Addr, p.Dev, err)
+			errs = append(errs, fmt.Errorf("failed to answer NDP for %v on %s: %w", p.Addr, p.Dev, err))
 		}
 	}
 	return errors.Join(errs...)

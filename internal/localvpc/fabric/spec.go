@@ -107,176 +107,211 @@ func gateway(p netip.Prefix) netip.Addr { return p.Masked().Addr().Next() }
 // or impossible to build. The control plane's own checks are stricter (EC2
 // limits, reserved addresses); these only protect the datapath.
 func (s Spec) Validate() error {
-	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-
+	v := &validator{owner: map[netip.Addr]string{}}
 	if !nameRE.MatchString(s.Name) {
-		bad("local VPC name %q: want 1-63 letters, digits, '_', '.' or '-'", s.Name)
+		v.bad("local VPC name %q: want 1-63 letters, digits, '_', '.' or '-'", s.Name)
 	}
+	subnets := v.subnets(s.Subnets)
+	instances := v.instances(s.Instances)
+	groups := v.groups(s.Groups)
+	v.fabricAddrs(s)
+	v.interfaces(s.Interfaces, subnets, instances, groups)
+	return errors.Join(v.errs...)
+}
+
+// validator collects Validate's findings, and who owns each address.
+type validator struct {
+	errs  []error
+	owner map[netip.Addr]string // address -> ENI, "the fabric", a gateway ...
+}
+
+func (v *validator) bad(format string, a ...any) { v.errs = append(v.errs, fmt.Errorf(format, a...)) }
+
+// claim records that by owns a; a second owner is an error.
+func (v *validator) claim(a netip.Addr, by string) {
+	if prev, ok := v.owner[a]; ok && prev != by {
+		v.bad("address %v is assigned to both %s and %s", a, prev, by)
+	}
+	v.owner[a] = by
+}
+
+func (v *validator) subnets(list []Subnet) map[string]Subnet {
 	subnets := map[string]Subnet{}
-	for _, sn := range s.Subnets {
+	for _, sn := range list {
 		switch {
 		case !subnetRE.MatchString(sn.ID):
-			bad("subnet ID %q: want letters, digits and '-'", sn.ID)
+			v.bad("subnet ID %q: want letters, digits and '-'", sn.ID)
 		case subnets[sn.ID].ID != "":
-			bad("subnet %s listed twice", sn.ID)
+			v.bad("subnet %s listed twice", sn.ID)
 		}
 		if !sn.IPv4.IsValid() || !sn.IPv4.Addr().Is4() || sn.IPv4.Bits() > 28 {
-			bad("subnet %s: IPv4 block %v is not an IPv4 prefix of /28 or larger", sn.ID, sn.IPv4)
+			v.bad("subnet %s: IPv4 block %v is not an IPv4 prefix of /28 or larger", sn.ID, sn.IPv4)
 		}
 		if sn.IPv6.IsValid() && (!sn.IPv6.Addr().Is6() || sn.IPv6.Addr().Is4In6() || sn.IPv6.Bits() > 124) {
-			bad("subnet %s: IPv6 block %v is not an IPv6 prefix of /124 or larger", sn.ID, sn.IPv6)
+			v.bad("subnet %s: IPv6 block %v is not an IPv6 prefix of /124 or larger", sn.ID, sn.IPv6)
 		}
 		subnets[sn.ID] = sn
 	}
+	return subnets
+}
+
+func (v *validator) instances(list []Instance) map[string]bool {
 	instances := map[string]bool{}
-	for _, in := range s.Instances {
+	for _, in := range list {
 		if !instanceRE.MatchString(in.ID) {
-			bad("instance ID %q: want i- followed by letters and digits", in.ID)
+			v.bad("instance ID %q: want i- followed by letters and digits", in.ID)
 		}
 		if instances[in.ID] {
-			bad("instance %s listed twice", in.ID)
+			v.bad("instance %s listed twice", in.ID)
 		}
 		instances[in.ID] = true
 	}
+	return instances
+}
+
+func (v *validator) groups(list []SecurityGroup) map[string]bool {
 	groups := map[string]bool{}
-	for _, g := range s.Groups {
+	for _, g := range list {
 		if !groupRE.MatchString(g.ID) {
-			bad("security group ID %q: want sg- followed by letters and digits", g.ID)
+			v.bad("security group ID %q: want sg- followed by letters and digits", g.ID)
 		}
 		if groups[g.ID] {
-			bad("security group %s listed twice", g.ID)
+			v.bad("security group %s listed twice", g.ID)
 		}
 		groups[g.ID] = true
 	}
-	for _, g := range s.Groups {
+	for _, g := range list {
 		for i, r := range g.Ingress {
 			if err := r.validate(groups); err != nil {
-				bad("security group %s ingress rule %d: %w", g.ID, i, err)
+				v.bad("security group %s ingress rule %d: %w", g.ID, i, err)
 			}
 		}
 		for i, r := range g.Egress {
 			if err := r.validate(groups); err != nil {
-				bad("security group %s egress rule %d: %w", g.ID, i, err)
+				v.bad("security group %s egress rule %d: %w", g.ID, i, err)
 			}
 		}
 	}
+	return groups
+}
 
-	owner := map[netip.Addr]string{} // address -> ENI (or "the fabric")
-	claim := func(a netip.Addr, by string) {
-		if prev, ok := owner[a]; ok && prev != by {
-			bad("address %v is assigned to both %s and %s", a, prev, by)
-		}
-		owner[a] = by
-	}
+// fabricAddrs claims the addresses that are not an ENI's: the fabric's
+// own, the subnets' gateways and the external host.
+func (v *validator) fabricAddrs(s Spec) {
 	for _, a := range s.LocalAddrs {
 		if !a.IsValid() || a.Is4In6() || a.Zone() != "" {
-			bad("local address %v is not a plain IPv4 or IPv6 address", a)
+			v.bad("local address %v is not a plain IPv4 or IPv6 address", a)
 			continue
 		}
-		claim(a, "the fabric")
+		v.claim(a, "the fabric")
 	}
 	for _, sn := range s.Subnets {
-		claim(gateway(sn.IPv4), "the gateway of "+sn.ID)
+		v.claim(gateway(sn.IPv4), "the gateway of "+sn.ID)
 		if sn.IPv6.IsValid() {
-			claim(gateway(sn.IPv6), "the gateway of "+sn.ID)
+			v.claim(gateway(sn.IPv6), "the gateway of "+sn.ID)
 		}
 	}
-
 	if a := s.External; a.IsValid() {
 		if !a.Is4() || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
-			bad("external host %v is not a unicast IPv4 address", a)
+			v.bad("external host %v is not a unicast IPv4 address", a)
 		}
 		for _, sn := range s.Subnets {
 			if sn.IPv4.Contains(a) {
-				bad("external host %v is inside subnet %s (%v)", a, sn.ID, sn.IPv4)
+				v.bad("external host %v is inside subnet %s (%v)", a, sn.ID, sn.IPv4)
 			}
 		}
-		claim(a, "the external host")
+		v.claim(a, "the external host")
 	}
+}
 
+func (v *validator) interfaces(list []Interface, subnets map[string]Subnet, instances, groups map[string]bool) {
 	ids := map[string]bool{}
 	macs := map[string]string{}
 	devices := map[string]string{} // fabric device name -> ENI
 	slots := map[string]string{}   // instance/index -> ENI
-	for _, eni := range s.Interfaces {
+	for _, eni := range list {
 		if !eniRE.MatchString(eni.ID) {
-			bad("interface ID %q: want eni- followed by letters and digits", eni.ID)
+			v.bad("interface ID %q: want eni- followed by letters and digits", eni.ID)
 			continue
 		}
 		if ids[eni.ID] {
-			bad("interface %s listed twice", eni.ID)
+			v.bad("interface %s listed twice", eni.ID)
 			continue
 		}
 		ids[eni.ID] = true
 		if prev, ok := devices[deviceName(eni.ID)]; ok {
-			bad("interfaces %s and %s share the fabric device name %s; the last 14 characters of ENI IDs must differ", prev, eni.ID, deviceName(eni.ID))
+			v.bad("interfaces %s and %s share the fabric device name %s; the last 14 characters of ENI IDs must differ", prev, eni.ID, deviceName(eni.ID))
 		}
 		devices[deviceName(eni.ID)] = eni.ID
 		if !instances[eni.InstanceID] {
-			bad("interface %s is attached to unknown instance %q", eni.ID, eni.InstanceID)
+			v.bad("interface %s is attached to unknown instance %q", eni.ID, eni.InstanceID)
 		}
 		if eni.DeviceIndex < 0 || eni.DeviceIndex > 99 {
-			bad("interface %s: device index %d is outside 0-99", eni.ID, eni.DeviceIndex)
+			v.bad("interface %s: device index %d is outside 0-99", eni.ID, eni.DeviceIndex)
 		}
 		slot := eni.InstanceID + "/" + strconv.Itoa(eni.DeviceIndex)
 		if prev, ok := slots[slot]; ok {
-			bad("interfaces %s and %s are both at device index %d of %s", prev, eni.ID, eni.DeviceIndex, eni.InstanceID)
+			v.bad("interfaces %s and %s are both at device index %d of %s", prev, eni.ID, eni.DeviceIndex, eni.InstanceID)
 		}
 		slots[slot] = eni.ID
 		if len(eni.MAC) != 6 || eni.MAC[0]&1 != 0 {
-			bad("interface %s: MAC %v is not a unicast Ethernet address", eni.ID, eni.MAC)
+			v.bad("interface %s: MAC %v is not a unicast Ethernet address", eni.ID, eni.MAC)
 		} else if prev, ok := macs[eni.MAC.String()]; ok {
-			bad("interfaces %s and %s share MAC %v", prev, eni.ID, eni.MAC)
+			v.bad("interfaces %s and %s share MAC %v", prev, eni.ID, eni.MAC)
 		} else {
 			macs[eni.MAC.String()] = eni.ID
 		}
 		if eni.MTU != 0 && (eni.MTU < 1280 || eni.MTU > 65535) {
-			bad("interface %s: MTU %d is outside 1280-65535", eni.ID, eni.MTU)
+			v.bad("interface %s: MTU %d is outside 1280-65535", eni.ID, eni.MTU)
 		}
 		for _, g := range eni.Groups {
 			if !groups[g] {
-				bad("interface %s is in unknown security group %q", eni.ID, g)
+				v.bad("interface %s is in unknown security group %q", eni.ID, g)
 			}
 		}
 		sn, ok := subnets[eni.SubnetID]
 		if !ok {
-			bad("interface %s is in unknown subnet %q", eni.ID, eni.SubnetID)
+			v.bad("interface %s is in unknown subnet %q", eni.ID, eni.SubnetID)
 			continue
 		}
-		for _, a := range eni.IPv4 {
-			if !a.Is4() || !sn.IPv4.Contains(a) {
-				bad("interface %s: IPv4 address %v is not in subnet %s (%v)", eni.ID, a, sn.ID, sn.IPv4)
-				continue
-			}
-			claim(a, eni.ID)
-		}
-		for _, p := range eni.IPv4Prefixes {
-			if !p.Addr().Is4() || p != p.Masked() || !sn.IPv4.Contains(p.Addr()) || p.Bits() < sn.IPv4.Bits() {
-				bad("interface %s: IPv4 prefix %v is not a prefix of subnet %s (%v)", eni.ID, p, sn.ID, sn.IPv4)
-			}
-		}
-		if len(eni.IPv4Prefixes) > 0 && len(eni.IPv4) == 0 {
-			bad("interface %s has IPv4 prefixes but no IPv4 address to route them through", eni.ID)
-		}
-		if (len(eni.IPv6) > 0 || len(eni.IPv6Prefixes) > 0) && !sn.IPv6.IsValid() {
-			bad("interface %s has IPv6 addresses but subnet %s has no IPv6 block", eni.ID, sn.ID)
+		v.interfaceAddrs(eni, sn)
+	}
+}
+
+// interfaceAddrs checks an interface's addresses and prefixes against its
+// subnet and claims its addresses.
+func (v *validator) interfaceAddrs(eni Interface, sn Subnet) {
+	for _, a := range eni.IPv4 {
+		if !a.Is4() || !sn.IPv4.Contains(a) {
+			v.bad("interface %s: IPv4 address %v is not in subnet %s (%v)", eni.ID, a, sn.ID, sn.IPv4)
 			continue
 		}
-		for _, a := range eni.IPv6 {
-			if !a.Is6() || a.Is4In6() || a.Zone() != "" || !sn.IPv6.Contains(a) {
-				bad("interface %s: IPv6 address %v is not in subnet %s (%v)", eni.ID, a, sn.ID, sn.IPv6)
-				continue
-			}
-			claim(a, eni.ID)
-		}
-		for _, p := range eni.IPv6Prefixes {
-			if !p.Addr().Is6() || p != p.Masked() || !sn.IPv6.Contains(p.Addr()) || p.Bits() < sn.IPv6.Bits() {
-				bad("interface %s: IPv6 prefix %v is not a prefix of subnet %s (%v)", eni.ID, p, sn.ID, sn.IPv6)
-			}
+		v.claim(a, eni.ID)
+	}
+	for _, p := range eni.IPv4Prefixes {
+		if !p.Addr().Is4() || p != p.Masked() || !sn.IPv4.Contains(p.Addr()) || p.Bits() < sn.IPv4.Bits() {
+			v.bad("interface %s: IPv4 prefix %v is not a prefix of subnet %s (%v)", eni.ID, p, sn.ID, sn.IPv4)
 		}
 	}
-	return errors.Join(errs...)
+	if len(eni.IPv4Prefixes) > 0 && len(eni.IPv4) == 0 {
+		v.bad("interface %s has IPv4 prefixes but no IPv4 address to route them through", eni.ID)
+	}
+	if (len(eni.IPv6) > 0 || len(eni.IPv6Prefixes) > 0) && !sn.IPv6.IsValid() {
+		v.bad("interface %s has IPv6 addresses but subnet %s has no IPv6 block", eni.ID, sn.ID)
+		return
+	}
+	for _, a := range eni.IPv6 {
+		if !a.Is6() || a.Is4In6() || a.Zone() != "" || !sn.IPv6.Contains(a) {
+			v.bad("interface %s: IPv6 address %v is not in subnet %s (%v)", eni.ID, a, sn.ID, sn.IPv6)
+			continue
+		}
+		v.claim(a, eni.ID)
+	}
+	for _, p := range eni.IPv6Prefixes {
+		if !p.Addr().Is6() || p != p.Masked() || !sn.IPv6.Contains(p.Addr()) || p.Bits() < sn.IPv6.Bits() {
+			v.bad("interface %s: IPv6 prefix %v is not a prefix of subnet %s (%v)", eni.ID, p, sn.ID, sn.IPv6)
+		}
+	}
 }
 
 func (r Rule) validate(groups map[string]bool) error {
