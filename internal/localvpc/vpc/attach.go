@@ -86,7 +86,9 @@ func checkAttach(st *State, n *NetworkInterface, inst *Instance, t InstanceType,
 	}
 	// After the count: a full instance says so, whatever index was asked.
 	if in.DeviceIndex >= t.MaxNetworkInterfaces {
-		return invalidValue("Invalid value '%d' for deviceIndex: instance type %s takes %d network interfaces, at device indexes 0 to %d.",
+		// Not "device index" in the message: clients read that as the
+		// index being taken (EC2 says so only in the message).
+		return invalidValue("Invalid value '%d' for deviceIndex: instance type %s takes %d network interfaces, deviceIndex 0 to %d.",
 			in.DeviceIndex, t.Name, t.MaxNetworkInterfaces, t.MaxNetworkInterfaces-1)
 	}
 	if ipv4Slots(n) > int(t.IPv4PerInterface) || ipv6Slots(n) > int(t.IPv6PerInterface) {
