@@ -331,6 +331,9 @@ func (c *Control) StartOnInstance(instance string, cmd *exec.Cmd) error {
 	if mnt == "" {
 		mnt = MountNamespacePath(c.StateDir, in.ID)
 	}
+	if !isMountNamespace(mnt) {
+		return fmt.Errorf("failed to start %s on %s: %s holds no mount namespace (the instance's file system is gone); `vpcnet local restart --name %s` makes it again", cmd.Path, in.ID, mnt, c.Name)
+	}
 	if err := onInstance(netops.NamedNSPath(in.Namespace), mnt, cmd.Start); err != nil {
 		return fmt.Errorf("failed to start %s on %s: %w", cmd.Path, in.ID, err)
 	}
@@ -351,9 +354,6 @@ func onInstance(netPath, mntPath string, fn func() error) error {
 		return fmt.Errorf("failed to open the instance's mount namespace: %w", err)
 	}
 	defer mntNS.Close()
-	if !isMountNamespace(mntPath) {
-		return fmt.Errorf("%s holds no mount namespace (the instance's file system is gone; `vpcnet local restart` makes it again)", mntPath)
-	}
 	wd, _ := unix.Getwd()
 	errc := make(chan error, 1)
 	go func() {
