@@ -14,11 +14,9 @@ import (
 	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
-// ourMounts is the host's mount table without what other tests running at
-// the same time change: network namespaces pinned under /run/netns by
-// anyone but the local VPC called name. Each line is "mount point fstype
+// hostMounts is the host's mount table, each line "mount point fstype
 // root", which a remount would change and a mount ID would not.
-func ourMounts(t *testing.T, name string) []string {
+func hostMounts(t *testing.T) []string {
 	t.Helper()
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
@@ -31,13 +29,37 @@ func ourMounts(t *testing.T, name string) []string {
 		if len(f) < 7 || sep < 0 || sep+1 >= len(f) {
 			t.Fatalf("mountinfo line %q", line)
 		}
-		point := f[4]
-		if strings.HasPrefix(point, "/run/netns/") && !strings.HasPrefix(point, "/run/netns/"+name+"-") {
-			continue
-		}
-		out = append(out, point+" "+f[sep+1]+" "+f[3])
+		out = append(out, f[4]+" "+f[sep+1]+" "+f[3])
 	}
 	slices.Sort(out)
+	return out
+}
+
+// ours keeps the mounts the local VPC called name could have made or
+// leaked: those in its state directory, its namespaces' pins, and anything
+// in the directories its instances have their own of. Other tests on the
+// machine pin namespaces and run VPCs at the same time: theirs are left
+// out.
+func ours(mounts []string, name string) []string {
+	var out []string
+	for _, m := range mounts {
+		point, _, _ := strings.Cut(m, " ")
+		switch {
+		case strings.HasPrefix(point, "/run/netns/"):
+			if !strings.HasPrefix(point, "/run/netns/"+name+"-") {
+				continue
+			}
+		case strings.HasPrefix(point, localvpc.BaseStateDir+"/"):
+			if !strings.HasPrefix(point, localvpc.StateDir(name)+"/") && point != localvpc.StateDir(name) {
+				continue
+			}
+		default:
+			if !slices.ContainsFunc(localvpc.PrivateDirs, func(d string) bool { return point == d || strings.HasPrefix(point, d+"/") }) {
+				continue
+			}
+		}
+		out = append(out, m)
+	}
 	return out
 }
 
@@ -47,8 +69,9 @@ func ourMounts(t *testing.T, name string) []string {
 // mount table as it was.
 func TestInstancesHaveTheirOwnFiles(t *testing.T) {
 	testenv.Tool(t, "ip")
-	before := ourMounts(t, "")
+	all := hostMounts(t)
 	v := up(t, tagFiles)
+	before := ours(all, v.Name)
 	file := v.Name + "-x"
 	paths := []string{"/run/vpcnet/" + file, "/var/run/vpcnet/" + file + "-var", "/var/lib/foo/" + file, "/var/log/" + file,
 		"/etc/cni/net.d/" + file, "/opt/cni/bin/" + file}
@@ -76,7 +99,7 @@ func TestInstancesHaveTheirOwnFiles(t *testing.T) {
 	}
 	// Only pins of the VPC's own namespaces and its state directory were
 	// mounted on the host: nothing an instance mounted reached it.
-	for _, m := range ourMounts(t, v.Name) {
+	for _, m := range ours(hostMounts(t), v.Name) {
 		if !slices.Contains(before, m) && !strings.HasPrefix(m, "/run/netns/"+v.Name+"-") && !strings.HasPrefix(m, localvpc.StateDir(v.Name)+"/") {
 			t.Errorf("mount on the host while the VPC is up: %s", m)
 		}
@@ -109,7 +132,7 @@ func TestInstancesHaveTheirOwnFiles(t *testing.T) {
 	}
 
 	v.Vpcnet("local", "down", "--name", v.Name)
-	if after := ourMounts(t, ""); !slices.Equal(after, before) {
+	if after := ours(hostMounts(t), v.Name); !slices.Equal(after, before) {
 		t.Errorf("mounts changed by up and down:\n%s", testenv.LineDiff(strings.Join(before, "\n"), strings.Join(after, "\n")))
 	}
 }
@@ -117,10 +140,11 @@ func TestInstancesHaveTheirOwnFiles(t *testing.T) {
 // TestCrashedVPCLeavesNoMounts kills a control plane with SIGKILL and takes
 // the VPC down: the instances' mount namespaces go with it.
 func TestCrashedVPCLeavesNoMounts(t *testing.T) {
-	before := ourMounts(t, "")
+	all := hostMounts(t)
 	v := up(t, tagFiles)
+	before := ours(all, v.Name)
 	pins := 0
-	for _, m := range ourMounts(t, v.Name) {
+	for _, m := range ours(hostMounts(t), v.Name) {
 		if strings.HasPrefix(m, localvpc.StateDir(v.Name)+"/") && strings.Contains(m, " nsfs ") {
 			pins++
 		}
@@ -133,7 +157,7 @@ func TestCrashedVPCLeavesNoMounts(t *testing.T) {
 	}
 	eventually(t, "the killed control plane is dead", func() bool { return !alive(v.PID) })
 	v.Vpcnet("local", "down", "--name", v.Name)
-	if after := ourMounts(t, ""); !slices.Equal(after, before) {
+	if after := ours(hostMounts(t), v.Name); !slices.Equal(after, before) {
 		t.Errorf("mounts left by a crashed VPC after down:\n%s", testenv.LineDiff(strings.Join(before, "\n"), strings.Join(after, "\n")))
 	}
 	if _, err := os.Stat(filepath.Join(localvpc.StateDir(v.Name))); !errors.Is(err, os.ErrNotExist) {
