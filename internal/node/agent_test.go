@@ -75,7 +75,7 @@ func (a *agent) start() {
 	}
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := netops.StartIn(netops.NamedNSPath(a.vpc.Instances[a.instance-1].Namespace), cmd); err != nil { // TODO(lvpc): StartOnInstance
+	if err := a.vpc.StartOnInstance(a.vpc.Instances[a.instance-1].ID, cmd); err != nil {
 		t.Fatal(err)
 	}
 	a.cmd = cmd

@@ -2,9 +2,16 @@ package e2e
 
 import (
 	"fmt"
+	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/vpcnet/vpcnet/internal/netops"
 
 	"github.com/vpcnet/vpcnet/internal/localvpc/localvpctest"
 )
@@ -15,7 +22,7 @@ import (
 // ENI reach a pod and the instance on the other node; a released address
 // cools down; after the pods go the host and EC2 hold nothing of them.
 func TestPods(t *testing.T) {
-	v := localvpctest.Up(t, nsTag+"pods", "--instances", "2", "--instance-type", "m5.large")
+	v := localvpctest.Up(t, nsTag+"pods", "--instances", "2", "--instance-type", "m5.large", "--external-host")
 	n1 := StartPodNode(t, v, 1)
 	n2 := StartPodNode(t, v, 2)
 
@@ -48,6 +55,7 @@ func TestPods(t *testing.T) {
 	if onSecondary < 0 {
 		t.Fatalf("no pod of 11 on %s landed on a secondary ENI: %v", n1.ID, held)
 	}
+	external := serveSource(t, v)
 	want := "hello-from-" + n2.ID
 	for _, c := range []Pod{clients[0], clients[onSecondary]} {
 		where := held[c.IP]
@@ -59,6 +67,12 @@ func TestPods(t *testing.T) {
 		})
 		t.Run("pod on "+where+" reaches the other instance", func(t *testing.T) {
 			n1.CRI.Exec(c.Container, "ping", "-c", "1", "-W", "5", v.Instances[1].PrivateIP).MustRun(t)
+		})
+		t.Run("pod on "+where+" leaves the VPC SNATed to the node's primary address", func(t *testing.T) {
+			got := n1.CRI.Exec(c.Container, wget(external.URL)...).MustRun(t)
+			if src := strings.TrimSpace(got); src != v.Instances[0].PrivateIP {
+				t.Errorf("the host outside the VPC saw source %s, want node 1's primary %s (the pod's %s must not leave the VPC)", src, v.Instances[0].PrivateIP, c.IP)
+			}
 		})
 	}
 
@@ -73,4 +87,35 @@ func TestPods(t *testing.T) {
 	if st := n1.Status(t); st.Totals.Assigned != 10 || st.Totals.Cooldown != 1 {
 		t.Errorf("after removing one pod: %+v, want 10 assigned and 1 in cooldown", st.Totals)
 	}
+}
+
+// sourceServer answers every request with the request's source address,
+// from the local VPC's host outside the VPC (--external-host).
+type sourceServer struct{ URL string }
+
+func serveSource(t *testing.T, v *localvpctest.VPC) sourceServer {
+	t.Helper()
+	if v.ExternalHost == "" {
+		t.Fatal("the local VPC has no external host (up --external-host)")
+	}
+	ext, err := ns.GetNS(netops.NamedNSPath(v.ExternalNamespace))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ext.Close() })
+	var l net.Listener
+	err = ext.Do(func(ns.NetNS) (err error) {
+		l, err = net.Listen("tcp4", net.JoinHostPort(v.ExternalHost, "0"))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		fmt.Fprintln(w, host)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close() })
+	return sourceServer{URL: "http://" + l.Addr().String() + "/"}
 }
