@@ -11,12 +11,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/vpcnet/vpcnet/internal/proc"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -138,7 +138,7 @@ func Find(name string) (*Control, error) {
 	if err := json.Unmarshal(data, &c); err != nil {
 		return nil, fmt.Errorf("failed to decode %s: %w", controlFile, err)
 	}
-	if !processRuns(c.PID) {
+	if !proc.Alive(c.PID) {
 		return &c, &notRunning{fmt.Sprintf("the control plane of local VPC %q (pid %d) is not running; %s", name, c.PID, downHint(name)), true}
 	}
 	return &c, nil
@@ -226,13 +226,6 @@ const (
 	EnvExternalHost      = "VPCNET_EXTERNAL_HOST"
 	EnvExternalNamespace = "VPCNET_EXTERNAL_NAMESPACE"
 )
-
-// processRuns reports whether pid is a live process. A zombie is not: a
-// control plane killed after its parent (`vpcnet local up`) exited waits
-// for init to reap it, and until then signal 0 still reaches it.
-func processRuns(pid int) bool {
-	return pid > 0 && syscall.Kill(pid, 0) == nil && !isZombie(pid)
-}
 
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {

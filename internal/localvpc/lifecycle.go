@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vpcnet/vpcnet/internal/proc"
 	"net"
 	"net/http"
 	"net/url"
@@ -175,7 +176,7 @@ func Down(name string) error {
 		return err
 	}
 	var errs []error
-	if c, _ := Find(name); c != nil && processRuns(c.PID) {
+	if c, _ := Find(name); c != nil && proc.Alive(c.PID) {
 		if err := stopProcess(c.PID, 10*time.Second); err != nil {
 			errs = append(errs, err)
 		}
@@ -194,42 +195,16 @@ func Down(name string) error {
 	return errors.Join(errs...)
 }
 
-// stopProcess stops our control plane: SIGTERM, then SIGKILL after grace.
-// It refuses to signal a PID that is no longer a vpcnet process.
+// stopProcess stops our control plane: SIGTERM, then SIGKILL after grace,
+// and waits for it to die (until then it holds the state directory's lock,
+// and a control plane started at once on that state would fail). It
+// refuses to signal a PID that is no longer a vpcnet process.
 func stopProcess(pid int, grace time.Duration) error {
-	if !processRuns(pid) {
-		return nil
+	if !proc.Alive(pid) || !proc.RunsBinary(pid, "vpcnet") {
+		return nil // gone, or a recycled PID: not ours to stop
 	}
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil || !strings.HasPrefix(filepath.Base(exe), "vpcnet") {
-		return nil // recycled PID: not ours to stop
-	}
-	_ = syscall.Kill(pid, syscall.SIGTERM)
-	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) {
-		if !processRuns(pid) {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-	// Wait for it to die: until then it holds the state directory's lock,
-	// and a control plane started at once on that state would fail.
-	for deadline := time.Now().Add(5 * time.Second); processRuns(pid) && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-	}
+	proc.Stop(pid, grace)
 	return nil
-}
-
-func isZombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	// The state follows the command name in parentheses.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
 }
 
 func lastLines(path string, n int) string {
