@@ -126,6 +126,9 @@ func (a *agent) stop() {
 		<-done
 		a.t.Errorf("vpcnetd did not stop within 30 s of SIGTERM:\n%s", a.logs())
 	}
+	if strings.Contains(a.logs(), "graceful stop still not done") {
+		a.t.Errorf("vpcnetd's graceful stop hung:\n%s", a.logs())
+	}
 	a.conn.Close()
 	a.cmd = nil
 }
