@@ -3,6 +3,7 @@ package localvpc
 import (
 	"errors"
 	"fmt"
+	"github.com/vpcnet/vpcnet/internal/mounts"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,7 +57,7 @@ type bind struct {
 	Source string
 }
 
-// instancePlan orders the mounts of an instance: each private directory
+// instancePlan orders the table of an instance: each private directory
 // (resolved, without duplicates: /var/run is /run on most systems) from a
 // directory under the instance's root named after its path, parents before
 // children, then each shared directory that a private one hides. A shared
@@ -78,7 +79,7 @@ func instancePlan(private, shared []string) []bind {
 		plan = append(plan, bind{Target: p, Source: strings.ReplaceAll(strings.TrimPrefix(p, "/"), "/", "-")})
 	}
 	for _, s := range byDepth(shared) {
-		if slices.ContainsFunc(private, func(p string) bool { return within(s, p) }) {
+		if slices.ContainsFunc(private, func(p string) bool { return mounts.Within(s, p) }) {
 			plan = append(plan, bind{Target: s})
 		}
 	}
@@ -151,7 +152,7 @@ func ensureInstanceMounts(stateDir, instanceID string) error {
 }
 
 // buildMountNamespace runs on a locked thread: it moves the thread into a
-// new mount namespace, makes the instance's mounts there, goes back and
+// new mount namespace, makes the instance's table there, goes back and
 // pins the new namespace at pin.
 func buildMountNamespace(root, pin string, plan []bind) error {
 	host, err := os.Open("/proc/thread-self/ns/mnt")
@@ -185,7 +186,7 @@ func buildMountNamespace(root, pin string, plan []bind) error {
 
 // setupInstanceMounts runs in the instance's new mount namespace, a copy of
 // the host's. Propagation first: every copied mount becomes a slave, so the
-// host's later mounts still show up in the instance but nothing mounted
+// host's later table still show up in the instance but nothing mounted
 // here reaches the host. Only the shared directories stay peers of the
 // host's, both ways. Then network namespaces pinned elsewhere than the
 // shared directories are let go (the copy would keep them alive after
@@ -199,13 +200,13 @@ func setupInstanceMounts(root string, plan []bind) error {
 		}
 	}
 	underShared := func(p string) bool {
-		return slices.ContainsFunc(shared, func(s string) bool { return within(p, s) })
+		return slices.ContainsFunc(shared, func(s string) bool { return mounts.Within(p, s) })
 	}
-	mounts, err := readMountinfo()
+	table, err := mounts.Read()
 	if err != nil {
 		return err
 	}
-	for _, m := range mounts {
+	for _, m := range table {
 		if underShared(m.Point) || m.Shared == 0 {
 			continue
 		}
@@ -213,12 +214,12 @@ func setupInstanceMounts(root string, plan []bind) error {
 			return fmt.Errorf("failed to make %s a slave mount: %w", m.Point, err)
 		}
 	}
-	for _, m := range mounts {
+	for _, m := range table {
 		if m.FSType == "nsfs" && !underShared(m.Point) {
 			_ = unix.Unmount(m.Point, unix.MNT_DETACH)
 		}
 	}
-	if mounts, err = readMountinfo(); err != nil {
+	if table, err = mounts.Read(); err != nil {
 		return err
 	}
 	// The sources, opened before any of them is hidden (they are under
@@ -235,10 +236,10 @@ func setupInstanceMounts(root string, plan []bind) error {
 		src := b.Target
 		if b.Source != "" {
 			src = filepath.Join(root, b.Source)
-			if c := covering(mounts, b.Target); c != nil && c.Shared != 0 {
+			if c := covering(table, b.Target); c != nil && c.Shared != 0 {
 				return fmt.Errorf("%s is on a shared mount (%s) that stayed shared", b.Target, c.Point)
 			}
-		} else if c := covering(mounts, b.Target); c == nil || c.Point != b.Target || c.Shared == 0 {
+		} else if c := covering(table, b.Target); c == nil || c.Point != b.Target || c.Shared == 0 {
 			return fmt.Errorf("%s is not a shared mount point (it should be, since the local VPC's namespaces are there)", b.Target)
 		}
 		f, err := os.OpenFile(src, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -270,11 +271,11 @@ func setupInstanceMounts(root string, plan []bind) error {
 
 // covering is the mount that path is on: the last mount (the one on top)
 // whose mount point is path or one of its parents.
-func covering(mounts []mount, path string) *mount {
-	var best *mount
-	for i := range mounts {
-		m := &mounts[i]
-		if within(path, m.Point) && (best == nil || len(m.Point) >= len(best.Point)) {
+func covering(table []mounts.Mount, path string) *mounts.Mount {
+	var best *mounts.Mount
+	for i := range table {
+		m := &table[i]
+		if mounts.Within(path, m.Point) && (best == nil || len(m.Point) >= len(best.Point)) {
 			best = m
 		}
 	}
@@ -287,11 +288,11 @@ func ensurePrivateMount(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("failed to create %s: %w", dir, err)
 	}
-	mounts, err := readMountinfo()
+	table, err := mounts.Read()
 	if err != nil {
 		return err
 	}
-	if !slices.ContainsFunc(mounts, func(m mount) bool { return m.Point == dir }) {
+	if !slices.ContainsFunc(table, func(m mounts.Mount) bool { return m.Point == dir }) {
 		if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
 			return fmt.Errorf("failed to bind-mount %s onto itself: %w", dir, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vpcnet/vpcnet/internal/mounts"
 	"github.com/vpcnet/vpcnet/internal/proc"
 	"net"
 	"net/http"
@@ -187,7 +188,7 @@ func Down(name string) error {
 	// The pins of the instances' mount namespaces and the private mount
 	// that holds them. A namespace lives on while a process still runs in
 	// it; its files are gone with the state directory.
-	if err := unmountWithin(StateDir(name)); err != nil {
+	if err := mounts.UnmountWithin(StateDir(name)); err != nil {
 		errs = append(errs, fmt.Errorf("failed to release the instances' file systems: %w", err))
 	} else if err := os.RemoveAll(StateDir(name)); err != nil {
 		errs = append(errs, fmt.Errorf("failed to remove the state directory: %w", err))

@@ -2,6 +2,7 @@ package task
 
 import (
 	"fmt"
+	"github.com/vpcnet/vpcnet/internal/mounts"
 	"os"
 	"path/filepath"
 	"slices"
@@ -315,36 +316,14 @@ func readHost() ([]hostEntry, []hostMount, error) {
 	return top, parseMountinfo(string(b)), nil
 }
 
-// parseMountinfo reads mount points and file system types from
-// /proc/self/mountinfo (proc(5)): the fifth field is the mount point, the
-// first after " - " the type. Octal escapes (\040 for a space) are decoded.
+// parseMountinfo reads mount points and file system types from the
+// host's mountinfo. A malformed line is skipped: the table is the kernel's,
+// and one odd line must not stop a task from starting.
 func parseMountinfo(s string) []hostMount {
-	var out []hostMount
-	for _, line := range strings.Split(s, "\n") {
-		f := strings.Fields(line)
-		i := slices.Index(f, "-")
-		if len(f) < 5 || i < 0 || i+1 >= len(f) {
-			continue
-		}
-		out = append(out, hostMount{Path: unescapeMountinfo(f[4]), FSType: f[i+1]})
+	table, _ := mounts.Parse(s)
+	out := make([]hostMount, 0, len(table))
+	for _, m := range table {
+		out = append(out, hostMount{Path: m.Point, FSType: m.FSType})
 	}
 	return out
-}
-
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

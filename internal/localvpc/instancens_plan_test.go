@@ -5,28 +5,6 @@ import (
 	"testing"
 )
 
-func TestParseMountinfo(t *testing.T) {
-	text := `27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
-45 27 254:0 /run/netns /run/netns rw,relatime shared:2 master:1 - ext4 /dev/vda rw
-55 45 0:4 net:[4026532807] /run/netns/a\040b rw - nsfs nsfs rw
-`
-	got, err := parseMountinfo(text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []mount{
-		{Point: "/", FSType: "ext4", Shared: 1},
-		{Point: "/run/netns", FSType: "ext4", Shared: 2, Master: 1},
-		{Point: "/run/netns/a b", FSType: "nsfs"},
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("parseMountinfo:\n got %+v\nwant %+v", got, want)
-	}
-	if _, err := parseMountinfo("27 1 254:0 / / rw\n"); err == nil {
-		t.Errorf("a line without a separator parsed")
-	}
-}
-
 func TestInstancePlan(t *testing.T) {
 	for _, c := range []struct {
 		name            string
