@@ -176,3 +176,23 @@ func DeleteLink(link netlink.Link) (bool, error) {
 	}
 	return false, fmt.Errorf("failed to delete link %s: %w", link.Attrs().Name, err)
 }
+
+// OwnVeth finds the host veth called name that a plugin made for one
+// attachment: labelled alias, or unlabelled when an ADD crashed between
+// creating and labelling it. It returns nil, nil, nil when there is none,
+// and as foreign a link of that name that is not a veth or carries another
+// label (someone else's: never to be touched).
+func OwnVeth(name, alias string) (v *netlink.Veth, foreign netlink.Link, err error) {
+	l, err := LinkByName(name)
+	if errors.Is(err, ErrLinkNotFound) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("look up host veth %s: %w", name, err)
+	}
+	v, ok := l.(*netlink.Veth)
+	if !ok || (v.Alias != alias && v.Alias != "") {
+		return nil, l, nil
+	}
+	return v, nil, nil
+}

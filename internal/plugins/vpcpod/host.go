@@ -111,20 +111,12 @@ func configureHost(v *netlink.Veth, p podPlan, lock string) error {
 // labelled, or unlabelled when an ADD crashed between creating and
 // labelling it. It returns nil, nil when there is none, and as foreign a
 // link of that name that is not a veth or is labelled for someone else.
-func attachmentVeth(a attachment) (v *netlink.Veth, foreign netlink.Link, err error) {
-	name := a.hostVethName()
-	l, err := netops.LinkByName(name)
-	if errors.Is(err, netops.ErrLinkNotFound) {
-		return nil, nil, nil
-	}
+func attachmentVeth(a attachment) (*netlink.Veth, netlink.Link, error) {
+	v, foreign, err := netops.OwnVeth(a.hostVethName(), a.alias())
 	if err != nil {
-		return nil, nil, cni.Wrap(cni.CodeInternal, err, "look up host veth %s", name)
+		return nil, nil, cni.Wrap(cni.CodeInternal, err, "find the attachment's host veth")
 	}
-	v, ok := l.(*netlink.Veth)
-	if !ok || (v.Alias != a.alias() && v.Alias != "") {
-		return nil, l, nil
-	}
-	return v, nil, nil
+	return v, foreign, nil
 }
 
 // podAddresses are the pod addresses routed to host veth l: its on-link
