@@ -2,19 +2,15 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,7 +18,6 @@ import (
 	"github.com/vpcnet/vpcnet/internal/localvpc"
 	"github.com/vpcnet/vpcnet/internal/localvpc/ec2api"
 	"github.com/vpcnet/vpcnet/internal/netops"
-	"github.com/vpcnet/vpcnet/internal/task"
 )
 
 func localCommand() *cobra.Command {
@@ -118,7 +113,7 @@ func localUpCommand(name *string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			printControl(os.Stdout, c)
+			c.Render(os.Stdout)
 			verb := "up"
 			if resumed {
 				verb = "resumed (its control plane was down; state and datapath kept)"
@@ -148,29 +143,6 @@ func parseSubnet(s string) (localvpc.SubnetConfig, error) {
 		return localvpc.SubnetConfig{}, fmt.Errorf("--subnets %q: %w", s, err)
 	}
 	return localvpc.SubnetConfig{CIDR: p.Masked(), Zone: zone}, nil
-}
-
-func printControl(w io.Writer, c *localvpc.Control) {
-	fmt.Fprintf(w, "local VPC %s (%s) in %s, control plane pid %d\n", c.Name, c.VPCID, c.Region, c.PID)
-	fmt.Fprintf(w, "EC2 API: %s (root namespace), %s (inside the VPC)\n", c.Endpoint, c.VPCEndpoint)
-	fmt.Fprintf(w, "default security group: %s\n", c.DefaultGroup)
-	if c.ExternalHost != "" {
-		fmt.Fprintf(w, "external host: %s (namespace %s), outside the VPC\n", c.ExternalHost, c.ExternalNamespace)
-	}
-	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SUBNET\tCIDR\tZONE")
-	for _, s := range c.Subnets {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.ID, s.CIDR, s.Zone)
-	}
-	tw.Flush()
-	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "#\tINSTANCE\tTYPE\tSUBNET\tZONE\tADDRESS\tNAMESPACE")
-	for i, in := range c.Instances {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", i+1, in.ID, in.Type, in.SubnetID, in.Zone, in.PrivateIP, in.Namespace)
-	}
-	tw.Flush()
 }
 
 func localDownCommand(name *string) *cobra.Command {
@@ -262,192 +234,4 @@ func localServeCommand(name *string) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&dir, "state-dir", "", "state directory (default "+localvpc.BaseStateDir+"/NAME)")
 	return cmd
-}
-
-func localStatusCommand(name *string) *cobra.Command {
-	var output string
-	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show a local VPC: endpoint, subnets, instances, interfaces, faults",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := localvpc.Find(*name)
-			if err != nil {
-				return err
-			}
-			var st localvpc.Status
-			if err := adminCall(cmd.Context(), c, http.MethodGet, "/vpcnet/status", nil, &st); err != nil {
-				return err
-			}
-			if output == "json" {
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
-			}
-			printControl(os.Stdout, c)
-			fmt.Printf("\nnetwork interfaces: %d (%d attached), security groups: %d, state revision %d\n",
-				st.NetworkInterfaces, st.Attached, st.SecurityGroups, st.Revision)
-			if f, _ := json.Marshal(st.Faults); string(f) != "{}" {
-				fmt.Printf("faults: %s\n", f)
-			}
-			return nil
-		},
-	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
-	return cmd
-}
-
-func localEnvCommand(name *string) *cobra.Command {
-	return &cobra.Command{
-		Use:   "env",
-		Short: `Print shell exports for the AWS CLI and SDK: eval "$(vpcnet local env)"`,
-		Long: `Print shell exports that point the AWS SDK and CLI in the root namespace at the
-local VPC's EC2 API, with the operator's credentials. Debian's AWS CLI v2 (2.9)
-predates AWS_ENDPOINT_URL_EC2: give it --endpoint-url "$AWS_ENDPOINT_URL_EC2".`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := localvpc.Find(*name)
-			if err != nil {
-				return err
-			}
-			for _, kv := range c.RootEnv() {
-				fmt.Printf("export %s=%q\n", kv[0], kv[1])
-			}
-			return nil
-		},
-	}
-}
-
-func localExecCommand(name *string) *cobra.Command {
-	return &cobra.Command{
-		Use:   "exec INSTANCE -- COMMAND [ARG...]",
-		Short: "Run a command on an instance (its namespaces, an instance's environment)",
-		Long: `Run COMMAND on INSTANCE (its ID, or 1, 2, ... in the order of 'vpcnet local
-status'): in its network namespace and its mount namespace, where ` + strings.Join(localvpc.PrivateDirs, ", ") + `
-are the instance's own (named network namespaces, ` + localvpc.SharedDirs[0] + `, stay the
-machine's), with the environment a process on an EC2 instance has: no AWS
-credentials or region (the SDK and CLI get them from instance metadata at
-169.254.169.254), and AWS_ENDPOINT_URL_EC2 pointing at the EC2 API inside the
-VPC. The exit status is COMMAND's.`,
-		Args: cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := localvpc.Find(*name)
-			if err != nil {
-				return err
-			}
-			child := exec.Command(args[1], args[2:]...)
-			child.Stdin, child.Stdout, child.Stderr = os.Stdin, os.Stdout, os.Stderr
-			// Signals from the terminal reach COMMAND (same process
-			// group); those sent to this process alone are passed on.
-			sigs := make(chan os.Signal, 4)
-			signal.Notify(sigs, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGHUP)
-			defer signal.Stop(sigs)
-			if err := c.StartOnInstance(args[0], child); err != nil {
-				return err
-			}
-			done := make(chan struct{})
-			go func() {
-				for {
-					select {
-					case s := <-sigs:
-						if s == syscall.SIGTERM || s == syscall.SIGHUP {
-							_ = child.Process.Signal(s)
-						}
-					case <-done:
-						return
-					}
-				}
-			}()
-			err = child.Wait()
-			close(done)
-			return exitStatus(err)
-		},
-	}
-}
-
-// exitStatus turns the end of a child into this process's exit status: its
-// code, or 128 + the signal that killed it, as a shell reports it.
-func exitStatus(err error) error {
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		return err
-	}
-	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return task.ExitError{Code: 128 + int(ws.Signal())}
-	}
-	return task.ExitError{Code: ee.ExitCode()}
-}
-
-func localFaultsCommand(name *string) *cobra.Command {
-	var clear bool
-	cmd := &cobra.Command{
-		Use:   "faults [JSON]",
-		Short: "Show or set fault injection (latency, errors, throttling, attach delay, metadata lag)",
-		Long: `With no argument, print the fault configuration. With a JSON argument, replace it:
-
-  {"actions": {"AttachNetworkInterface": {"latency": "200ms", "latencyMax": "1s",
-                                           "errorRate": 0.1, "errorCode": "InternalError"},
-               "*": {"throttleRate": 0.05}},
-   "attachDelay": "2s", "attachDelayMax": "5s", "metadataLag": "500ms"}
-
-An action's own entry replaces "*" for that action. attachDelay is the time from
-AttachNetworkInterface to the device appearing on the instance (with
-attachDelayMax, each attachment draws a time between the two, as on AWS); metadataLag
-delays what instance metadata shows after a change.`,
-		Args: cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := localvpc.Find(*name)
-			if err != nil {
-				return err
-			}
-			var f ec2api.Faults
-			switch {
-			case clear:
-				err = adminCall(cmd.Context(), c, http.MethodPut, "/vpcnet/faults", ec2api.Faults{}, &f)
-			case len(args) == 1:
-				if f, err = ec2api.ParseFaults([]byte(args[0])); err != nil {
-					return err
-				}
-				err = adminCall(cmd.Context(), c, http.MethodPut, "/vpcnet/faults", f, &f)
-			default:
-				err = adminCall(cmd.Context(), c, http.MethodGet, "/vpcnet/faults", nil, &f)
-			}
-			if err != nil {
-				return err
-			}
-			enc := json.NewEncoder(os.Stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(f)
-		},
-	}
-	cmd.Flags().BoolVar(&clear, "clear", false, "remove every fault")
-	return cmd
-}
-
-// adminCall talks to the control plane's admin API on the root loopback.
-func adminCall(ctx context.Context, c *localvpc.Control, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, c.Endpoint+path, body)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("the control plane does not answer: %w", err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return errors.New(strings.TrimSpace(string(data)))
-	}
-	return json.Unmarshal(data, out)
 }
