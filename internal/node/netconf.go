@@ -266,9 +266,13 @@ func nftNodeChainOf() *nftables.Chain {
 //		chain snat {
 //			type nat hook postrouting priority srcnat; policy accept;
 //			ip daddr VPC-CIDR return            (one per VPC CIDR and excluded CIDR)
-//			oifname PRIMARY ip saddr != PRIMARY-IP snat to PRIMARY-IP [fully-random]
+//			oifname PRIMARY ip saddr != PRIMARY-IP snat to PRIMARY-IP fully-random
 //		}
 //	}
+//
+// fully-random, as aws-node's default (AWS_VPC_K8S_CNI_RANDOMIZESNAT=prng):
+// pods that pick the same source port do not collide on the node's one
+// address.
 func writeSNATTable(h HostNetwork) error {
 	c, err := nftables.New()
 	if err != nil {
@@ -301,7 +305,7 @@ func writeSNATTable(h HostNetwork) error {
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: primary},
 		&expr.Immediate{Register: 1, Data: primary},
 		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1,
-			FullyRandom: h.RandomizeSNAT},
+			FullyRandom: true},
 	}, UserData: userdata.AppendString(nil, userdata.TypeComment, nftNodeRuleComment)})
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("write nftables table ip %s (SNAT to %s): %w", nftNodeTable, h.PrimaryIP, err)

@@ -159,17 +159,24 @@ func describeAction(act pool.Decision) string {
 		}
 		return fmt.Sprintf("create an ENI in %s with %d %s at device %d", act.SubnetID, act.Count, what, act.DeviceIndex)
 	case pool.AssignAddresses:
-		return fmt.Sprintf("assign %d addresses to %s", act.Count, act.ENI)
+		return fmt.Sprintf("assign %s to %s", count(act.Count, "address", "addresses"), act.ENI)
 	case pool.AssignPrefixes:
-		return fmt.Sprintf("assign %d prefixes to %s", act.Count, act.ENI)
+		return fmt.Sprintf("assign %s to %s", count(act.Count, "prefix", "prefixes"), act.ENI)
 	case pool.UnassignAddresses:
-		return fmt.Sprintf("unassign %d addresses from %s", len(act.Addresses), act.ENI)
+		return fmt.Sprintf("unassign %s from %s", count(len(act.Addresses), "address", "addresses"), act.ENI)
 	case pool.UnassignPrefixes:
-		return fmt.Sprintf("unassign %d prefixes from %s", len(act.Prefixes), act.ENI)
+		return fmt.Sprintf("unassign %s from %s", count(len(act.Prefixes), "prefix", "prefixes"), act.ENI)
 	case pool.DeleteENI:
 		return fmt.Sprintf("detach and delete %s", act.ENI)
 	}
 	return act.Action.String()
+}
+
+func count(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 func (a *Agent) noteEC2Error(action string, err error) {
