@@ -311,12 +311,17 @@ func TestAgentPool(t *testing.T) {
 		t.Errorf("vpcnet node status: %v\n%s", err, out)
 	}
 	t.Logf("vpcnet node status:\n%s", out)
-	metrics := a.get("/metrics")
-	for _, want := range []string{"vpcnet_pool_addresses{state=\"assigned\"} 11", "vpcnet_ec2_calls_total", "vpcnet_cni_latency_seconds_bucket"} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("metrics lack %q", want)
+	// The pool gauges are refreshed each second: wait for the one after
+	// the restart's ADDs.
+	testenv.Eventually(t, 30*time.Second, func() error {
+		metrics := a.get("/metrics")
+		for _, want := range []string{"vpcnet_pool_addresses{state=\"assigned\"} 11", "vpcnet_ec2_calls_total", "vpcnet_cni_latency_seconds_bucket"} {
+			if !strings.Contains(metrics, want) {
+				return fmt.Errorf("metrics lack %q", want)
+			}
 		}
-	}
+		return nil
+	})
 }
 
 // TestAgentBadRequest: an attachment without a container ID is refused as
