@@ -143,6 +143,21 @@ type hostEntry struct {
 	Symlink string // target, when the entry is a symlink
 }
 
+// transient reports a mount that is not the host's own file system but
+// another program's, which may vanish between reading the mount table and
+// runc binding it (the task would then fail to start): namespaces (nsfs:
+// a copy would also keep one alive), other containers' root file systems
+// (overlay), and anything below the writable /tmp, where runtimes and
+// tests mount their work. The task sees the directories below, not what
+// others mounted there.
+func transient(m hostMount) bool {
+	if m.FSType == "nsfs" || m.FSType == "overlay" {
+		return true
+	}
+	first := strings.Split(strings.TrimPrefix(m.Path, "/"), "/")[0]
+	return slices.Contains(writableTop, first)
+}
+
 // hostMount is one mount point of the host (from /proc/self/mountinfo).
 type hostMount struct {
 	Path   string
@@ -192,8 +207,7 @@ func rootfsMounts(top []hostEntry, mounts []hostMount, hidden []string) []specs.
 		return strings.Count(sorted[i].Path, "/") < strings.Count(sorted[j].Path, "/")
 	})
 	for _, m := range sorted {
-		// nsfs mounts are namespaces: a copy would keep one alive.
-		if m.Path == "/" || strings.Count(m.Path, "/") < 2 || skip(m.Path) || m.FSType == "nsfs" {
+		if m.Path == "/" || strings.Count(m.Path, "/") < 2 || skip(m.Path) || transient(m) {
 			continue
 		}
 		bind(m.Path)

@@ -64,7 +64,7 @@ func TestOCISpec(t *testing.T) {
 	held := capNames[:] // every capability: the bounding set of root
 	heldNoResource := slices.DeleteFunc(slices.Clone(capNames), func(c string) bool { return c == "CAP_SYS_RESOURCE" })
 	top := []hostEntry{{Name: "usr"}, {Name: "bin", Symlink: "usr/bin"}, {Name: "etc"}, {Name: "tmp"}, {Name: "proc"}, {Name: "run"}, {Name: "var"}}
-	mounts := []hostMount{{"/", "ext4"}, {"/var/lib/vpcnet/local/x/ns", "nsfs"}, {"/mnt/data", "ext4"}, {"/var/lib/vpcnet/sub", "tmpfs"}, {"/proc/sys/fs/binfmt_misc", "binfmt_misc"}}
+	mounts := []hostMount{{"/", "ext4"}, {"/var/lib/vpcnet/local/x/ns", "nsfs"}, {"/mnt/data", "ext4"}, {"/var/lib/vpcnet/sub", "tmpfs"}, {"/proc/sys/fs/binfmt_misc", "binfmt_misc"}, {"/tmp/e2e/containerd/rootfs", "overlay"}, {"/tmp/e2e/inst/etc", "ext4"}, {"/var/lib/containerd/x/rootfs", "overlay"}}
 	hidden := []string{"/var/lib/vpcnet", "/var/run/netns"}
 	for _, tc := range []struct {
 		name    string
@@ -138,7 +138,7 @@ func TestOCISpec(t *testing.T) {
 				t.Errorf("mount %s: %+v, want a non-recursive %s bind of the host's", dest, m, want)
 			}
 		}
-		for _, dest := range []string{"/bin", "/var/lib/vpcnet/local/x/ns", "/var/lib/vpcnet/sub", "/proc/sys/fs/binfmt_misc"} {
+		for _, dest := range []string{"/bin", "/var/lib/vpcnet/local/x/ns", "/var/lib/vpcnet/sub", "/proc/sys/fs/binfmt_misc", "/tmp/e2e/containerd/rootfs", "/tmp/e2e/inst/etc", "/var/lib/containerd/x/rootfs"} {
 			if m, ok := byDest[dest]; ok {
 				t.Errorf("mount %s: %+v, want none", dest, m)
 			}
