@@ -232,11 +232,54 @@ func reach(t testing.TB, nsName string, src netip.Addr, address, want string) {
 	t.Helper()
 	got, err := dial(t, nsName, src, address, patience)
 	if err != nil {
+		t.Logf("%s's devices and routes:\n%s", nsName, kernelView(nsName))
+		t.Logf("the fabric's:\n%s", kernelView(strings.TrimSuffix(nsName, nsName[strings.LastIndex(nsName, "-i-"):])+"-fabric"))
 		t.Fatalf("from %s (source %s) to %s: %v; want answer %q", nsName, source(src), address, err, want)
 	}
 	if got != want {
 		t.Fatalf("from %s to %s: answer %q, want %q", nsName, address, got, want)
 	}
+}
+
+// autoconfSettled reports whether the kernel has given every device with
+// carrier its IPv6 link-local address: it does so from a work queue some
+// time after carrier comes up, so a snapshot taken before would see the
+// kernel's own change as the fabric's.
+func autoconfSettled(nl *netlink.Handle) error {
+	links, err := nl.LinkList()
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		a := l.Attrs()
+		if a.RawFlags&unix.IFF_LOWER_UP == 0 || a.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		as, err := nl.AddrList(l, netlink.FAMILY_V6)
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(as, func(ad netlink.Addr) bool {
+			return ad.IP.IsLinkLocalUnicast() && ad.Flags&unix.IFA_F_TENTATIVE == 0
+		}) {
+			return fmt.Errorf("%s has no link-local IPv6 address yet", a.Name)
+		}
+	}
+	return nil
+}
+
+// kernelView is what ip(8) shows of a namespace's addresses and routes, to
+// explain a failed connection.
+func kernelView(nsName string) string {
+	var b strings.Builder
+	for _, args := range [][]string{{"addr"}, {"rule"}, {"-4", "route", "show", "table", "all"}, {"-6", "route", "show", "table", "all"}, {"-6", "neigh"}} {
+		out, err := exec.Command("ip", append([]string{"-n", nsName}, args...)...).CombinedOutput()
+		fmt.Fprintf(&b, "$ ip %s\n%s", strings.Join(args, " "), out)
+		if err != nil {
+			fmt.Fprintf(&b, "(%v)\n", err)
+		}
+	}
+	return b.String()
 }
 
 // blocked asserts that a connection from nsName to address gets no answer.
@@ -264,6 +307,20 @@ func addAddr(t testing.TB, nsName, dev string, p netip.Prefix) {
 			return err
 		}
 		return netlink.AddrAdd(l, &netlink.Addr{IPNet: netops.IPNet(p), Flags: unix.IFA_F_NODAD})
+	})
+	// The kernel takes a new IPv6 address as its own (the local route)
+	// from a work queue, not in the netlink call: a packet arriving before
+	// that is not delivered.
+	testenv.Eventually(t, patience, func() error {
+		var err error
+		in(t, nsName, func() error {
+			var rs []netlink.Route
+			if rs, err = netlink.RouteGet(p.Addr().AsSlice()); err == nil && (len(rs) == 0 || rs[0].Type != unix.RTN_LOCAL) {
+				err = fmt.Errorf("%v is not local yet: %v", p.Addr(), rs)
+			}
+			return nil
+		})
+		return err
 	})
 }
 
@@ -318,6 +375,7 @@ func snapshot(t testing.TB, name string, exact bool) string {
 		if err != nil {
 			t.Fatal(err)
 		}
+		testenv.Eventually(t, patience, func() error { return autoconfSettled(nl) })
 		links, err := nl.LinkList()
 		if err != nil {
 			t.Fatal(err)
