@@ -224,6 +224,7 @@ func ec2Addresses(t *testing.T, v *localvpctest.VPC, instanceID string) map[stri
 
 func TestMain(m *testing.M) {
 	localvpctest.CleanLeftovers(vpcTag)
+	localvpctest.CleanLeftovers(naTag)
 	testenv.CleanLeftovers("node") // netconf_test.go's namespaces
 	os.Exit(m.Run())
 }

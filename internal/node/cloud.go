@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vpcnet/vpcnet/internal/cloud"
@@ -252,7 +254,9 @@ func discover(ctx context.Context, c *cloud.Client) (Identity, error) {
 }
 
 // LoadPoolConfig fills cfg.Pool from the config file (if any) and the
-// environment, which overrides it.
+// environment, which overrides it, and the agent's own settings that have
+// an environment variable: VPCNET_LEAKED_ENI_INTERVAL (how often the
+// leaked-ENI sweep runs, a Go duration or whole seconds; default 1m).
 func LoadPoolConfig(cfg *Config, file string) error {
 	var data []byte
 	if file != "" {
@@ -266,7 +270,30 @@ func LoadPoolConfig(cfg *Config, file string) error {
 		return err
 	}
 	cfg.Pool = pc
+	if v := strings.TrimSpace(os.Getenv("VPCNET_LEAKED_ENI_INTERVAL")); v != "" {
+		d, err := parseInterval(v)
+		if err != nil {
+			return &pool.ConfigError{Name: "VPCNET_LEAKED_ENI_INTERVAL", Problem: err.Error()}
+		}
+		cfg.LeakedENIInterval = d
+	}
 	return nil
+}
+
+// parseInterval reads whole seconds ("60") or a Go duration ("1m"), above 0,
+// as package pool reads its durations.
+func parseInterval(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if n, nerr := strconv.Atoi(s); nerr == nil {
+		d, err = time.Duration(n)*time.Second, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%q is neither whole seconds (60) nor a duration (1m)", s)
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("%q must be above 0", s)
+	}
+	return d, nil
 }
 
 // Cleanup removes the node networking the agent made, in the current
