@@ -37,6 +37,7 @@ type Agent struct {
 
 	mu             sync.Mutex
 	enis           map[string]*ENI
+	pending        map[string]pendingENI    // attached in EC2, not usable (yet or any more)
 	assigned       map[netip.Addr]Key       // mirror of the store's index, for picks under mu
 	cooldowns      map[netip.Addr]time.Time // mirror of the store's cooldowns
 	waiting        int                      // ADDs waiting for the pool to grow
@@ -138,6 +139,16 @@ func (a *Agent) Add(ctx context.Context, req *nodeapi.AddNetworkRequest) (AddRes
 		now := time.Now()
 		state := a.poolStateLocked(now)
 		if eniID, addr, ok := pool.Pick(state, now); ok {
+			if _, ok := a.cooldowns[addr]; ok {
+				// Pick never chooses an address still cooling: this one's
+				// cooldown is over but the reconciler has not yet cleared
+				// it, and the store refuses an address in cooldown.
+				if err := a.store.EndCooldown(addr); err != nil {
+					a.mu.Unlock()
+					return AddResult{}, fmt.Errorf("end the cooldown of %s: %w", addr, err)
+				}
+				delete(a.cooldowns, addr)
+			}
 			as := Assignment{Key: k, Address: addr, ENI: eniID, PodNamespace: req.GetPodNamespace(),
 				PodName: req.GetPodName(), PodUID: req.GetPodUid(), AssignedAt: now.UTC()}
 			if err := a.store.Put(as); err != nil {
@@ -153,7 +164,7 @@ func (a *Agent) Add(ctx context.Context, req *nodeapi.AddNetworkRequest) (AddRes
 			return AddResult{Assignment: as, ENI: e}, nil
 		}
 		x := pool.Exhausted(state, a.cfg.Pool, a.limits, now)
-		growing := x.Cause == pool.CauseGrowing || x.Cause == pool.CauseThrottled
+		growing := x.Cause == pool.CauseGrowing || x.Cause == pool.CauseThrottled || a.arrivingLocked()
 		cooldownInTime := !x.CooldownEnds.IsZero() && x.CooldownEnds.Before(deadline)
 		if !growing && !cooldownInTime {
 			// Waiting cannot help: say why at once.

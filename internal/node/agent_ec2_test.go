@@ -156,13 +156,17 @@ func describeENIs(t *testing.T, v *localvpctest.VPC, filters ...ec2types.Filter)
 	return enis
 }
 
-// leakedENIs lists the available ENIs tagged for the instance.
+// leakedENIs lists the available ENIs tagged for the instance, but for
+// those marked vpcnet:no-manage.
 func leakedENIs(t *testing.T, v *localvpctest.VPC, instanceID string) []string {
 	t.Helper()
 	var ids []string
 	for _, e := range describeENIs(t, v,
 		ec2types.Filter{Name: aws.String("tag:" + node.TagNode), Values: []string{instanceID}},
 		ec2types.Filter{Name: aws.String("status"), Values: []string{"available"}}) {
+		if e.Tags[node.TagNoManage] == "true" {
+			continue // not the agent's to delete
+		}
 		ids = append(ids, e.ID)
 	}
 	return ids

@@ -45,9 +45,10 @@ func eniOf(e cloud.ENI, instanceID string) *ENI {
 	out := &ENI{
 		ID: e.ID, MAC: e.MAC, MACString: e.MAC.String(), DeviceIndex: e.DeviceIndex, AttachmentID: e.AttachmentID,
 		Primary: e.Attached && e.DeviceIndex == 0, SubnetID: e.SubnetID, Groups: e.Groups,
-		Prefixes: e.IPv4Prefixes, Attached: e.Attached,
-		Ours:      e.Tags[TagNode] == instanceID && instanceID != "",
-		Unmanaged: e.Tags[TagNoManage] == "true",
+		Prefixes: e.IPv4Prefixes, Attached: e.Attached, AttachStatus: e.AttachmentStatus,
+		DeleteOnTermination: e.DeleteOnTermination,
+		Ours:                e.Tags[TagNode] == instanceID && instanceID != "",
+		Unmanaged:           e.Tags[TagNoManage] == "true",
 	}
 	if len(e.IPv4) > 0 {
 		out.PrimaryIP = e.IPv4[0]
@@ -121,9 +122,14 @@ func (c *cloudEC2) AttachENI(ctx context.Context, eniID, instanceID string, devi
 		return "", err
 	}
 	// DeleteOnTermination: the instance's end takes the ENI along, so a
-	// node that is simply terminated leaks nothing.
-	return att, c.call("ModifyNetworkInterfaceAttribute", func() error {
-		return c.c.SetDeleteOnTermination(ctx, eniID, att, true)
+	// node that is simply terminated leaks nothing. The ENI is attached
+	// whether or not this succeeds: the attachment ID comes back either way.
+	return att, c.SetDeleteOnTermination(ctx, eniID, att)
+}
+
+func (c *cloudEC2) SetDeleteOnTermination(ctx context.Context, eniID, attachmentID string) error {
+	return c.call("ModifyNetworkInterfaceAttribute", func() error {
+		return c.c.SetDeleteOnTermination(ctx, eniID, attachmentID, true)
 	})
 }
 

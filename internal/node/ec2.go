@@ -15,8 +15,12 @@ type EC2 interface {
 	// CreateENI creates a tagged ENI in the subnet with the groups.
 	CreateENI(ctx context.Context, in CreateENI) (*ENI, error)
 	// AttachENI attaches the ENI at the device index and marks it
-	// DeleteOnTermination, so the instance's end takes it along.
+	// DeleteOnTermination, so the instance's end takes it along. A
+	// non-empty attachment ID with an error means EC2 attached the ENI but
+	// the flag could not be set.
 	AttachENI(ctx context.Context, eniID, instanceID string, deviceIndex int) (attachmentID string, err error)
+	// SetDeleteOnTermination marks an attached ENI DeleteOnTermination.
+	SetDeleteOnTermination(ctx context.Context, eniID, attachmentID string) error
 	// AssignIPv4 asks for count more secondary addresses on the ENI and
 	// returns the ones EC2 assigned.
 	AssignIPv4(ctx context.Context, eniID string, count int) ([]netip.Addr, error)

@@ -12,17 +12,20 @@ import (
 // Report is the agent's state as the introspection endpoint serves it
 // (GET /v1/status) and `vpcnet node status` renders it.
 type Report struct {
-	Node      Identity         `json:"node"`
-	Limits    ReportLimits     `json:"limits"`
-	Targets   ReportTargets    `json:"targets"`
-	Ready     bool             `json:"ready"`
-	Reason    string           `json:"reason,omitempty"`
-	Blocked   string           `json:"blocked,omitempty"`
-	Waiting   int              `json:"waitingAdds"`
-	Totals    ReportTotals     `json:"totals"`
-	ENIs      []ReportENI      `json:"enis"`
-	Decisions []DecisionRecord `json:"decisions"`
-	EC2Errors []EC2ErrorRecord `json:"ec2Errors"`
+	Node    Identity      `json:"node"`
+	Limits  ReportLimits  `json:"limits"`
+	Targets ReportTargets `json:"targets"`
+	Ready   bool          `json:"ready"`
+	Reason  string        `json:"reason,omitempty"`
+	Blocked string        `json:"blocked,omitempty"`
+	Waiting int           `json:"waitingAdds"`
+	Totals  ReportTotals  `json:"totals"`
+	ENIs    []ReportENI   `json:"enis"`
+	// PendingENIs are attached in EC2 but carry no pods: attaching,
+	// detaching, or their device has not shown up.
+	PendingENIs []ENI            `json:"pendingENIs,omitempty"`
+	Decisions   []DecisionRecord `json:"decisions"`
+	EC2Errors   []EC2ErrorRecord `json:"ec2Errors"`
 }
 
 // ReportLimits is what the instance type allows.
@@ -131,6 +134,9 @@ func (a *Agent) Report() Report {
 			re.Addresses = append(re.Addresses, ra)
 		}
 		r.ENIs = append(r.ENIs, re)
+	}
+	for _, p := range a.pending {
+		r.PendingENIs = append(r.PendingENIs, *p.ENI)
 	}
 	return r
 }

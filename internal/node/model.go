@@ -29,6 +29,21 @@ type ENI struct {
 	Unmanaged    bool             `json:"unmanaged"`      // tagged vpcnet:no-manage
 	CreatedAt    time.Time        `json:"createdAt"`      // vpcnet:created-at, else first seen
 	Attached     bool             `json:"attached"`
+	// AttachStatus is EC2's attachment status: attaching, attached,
+	// detaching.
+	AttachStatus string `json:"attachStatus,omitempty"`
+	// DeleteOnTermination: EC2 deletes the ENI when the instance ends.
+	DeleteOnTermination bool `json:"deleteOnTermination"`
+}
+
+// pendingENI is an ENI attached to the node in EC2 that carries no pods
+// yet or any more: its attachment is attaching or detaching, or its device
+// has not shown up. It still holds one of the instance's ENI slots and its
+// device index, so the pool policy must see it, as an ENI it may not use.
+type pendingENI struct {
+	*ENI
+	// arriving: it will carry pods once its device is up (not detaching).
+	arriving bool
 }
 
 // PodAddresses are the addresses of the ENI that pods may take: its
@@ -111,7 +126,22 @@ func (a *Agent) poolStateLocked(now time.Time) pool.State {
 		}
 		s.ENIs = append(s.ENIs, pe)
 	}
+	for _, p := range a.pending {
+		s.ENIs = append(s.ENIs, pool.ENI{ID: p.ID, DeviceIndex: p.DeviceIndex, Primary: p.Primary,
+			AttachedAt: p.CreatedAt, Ours: p.Ours, Unmanaged: true, SubnetID: p.SubnetID})
+	}
 	return s
+}
+
+// arrivingLocked says whether an ENI is attaching to the node: a pool that
+// looks full will grow when it is up. Callers hold mu.
+func (a *Agent) arrivingLocked() bool {
+	for _, p := range a.pending {
+		if p.arriving {
+			return true
+		}
+	}
+	return false
 }
 
 // addrStateLocked names an address's state for reports: free, assigned,

@@ -128,9 +128,12 @@ func (a *Agent) resync(ctx context.Context) error {
 		return fmt.Errorf("list the node's ENIs: %w", err)
 	}
 	fresh := map[string]*ENI{}
+	waiting := map[string]pendingENI{} // attached in EC2, not usable
 	for _, e := range enis {
 		if !e.Attached {
-			continue // attaching or detaching: not usable yet
+			// Attaching or detaching: not usable, but it holds its slot.
+			waiting[e.ID] = pendingENI{ENI: e, arriving: e.AttachStatus != "detaching"}
+			continue
 		}
 		e.Primary = e.DeviceIndex == 0
 		if !e.Primary {
@@ -138,6 +141,7 @@ func (a *Agent) resync(ctx context.Context) error {
 				// The device may not be there yet (attach delay); the
 				// next resync tries again. Its addresses are not used.
 				a.log.Info("ENI not ready", "eni", e.ID, "err", err)
+				waiting[e.ID] = pendingENI{ENI: e, arriving: true}
 				continue
 			}
 		}
@@ -160,16 +164,15 @@ func (a *Agent) resync(ctx context.Context) error {
 	// An ENI that was attached but whose device is not up yet still owns
 	// its addresses in EC2: keep assignments on it rather than drop them.
 	pending := map[netip.Addr]bool{}
-	for _, e := range enis {
-		if _, ok := fresh[e.ID]; !ok {
-			for _, ad := range e.PodAddresses() {
-				pending[ad] = true
-			}
+	for _, e := range waiting {
+		for _, ad := range e.PodAddresses() {
+			pending[ad] = true
 		}
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.enis = fresh
+	a.pending = waiting
 	a.assigned = map[netip.Addr]Key{}
 	now := time.Now()
 	for _, as := range assignments {
@@ -200,6 +203,33 @@ func (a *Agent) resync(ctx context.Context) error {
 	a.ready = true
 	a.broadcast()
 	return nil
+}
+
+// ensureDeleteOnTermination marks the agent's attached ENIs
+// DeleteOnTermination where an earlier attempt failed, so that the
+// instance's end takes them along.
+func (a *Agent) ensureDeleteOnTermination(ctx context.Context) {
+	a.mu.Lock()
+	var todo []*ENI
+	for _, e := range a.enis {
+		if e.Ours && !e.Primary && !e.DeleteOnTermination && e.AttachmentID != "" {
+			todo = append(todo, e)
+		}
+	}
+	a.mu.Unlock()
+	for _, e := range todo {
+		cctx, cancel := context.WithTimeout(ctx, a.cfg.EC2CallTimeout)
+		err := a.ec2.SetDeleteOnTermination(cctx, e.ID, e.AttachmentID)
+		cancel()
+		if err != nil {
+			a.noteEC2Error("ModifyNetworkInterfaceAttribute", err)
+			a.log.Warn("mark ENI DeleteOnTermination", "eni", e.ID, "err", err)
+			return
+		}
+		a.mu.Lock()
+		e.DeleteOnTermination = true
+		a.mu.Unlock()
+	}
 }
 
 // sweepLeaked deletes ENIs tagged for this node that are available (no

@@ -17,6 +17,15 @@ import (
 func (a *Agent) run(ctx context.Context) {
 	resync := time.NewTimer(0)
 	defer resync.Stop()
+	// nextResync is when the resync timer fires; resyncWithin brings it
+	// forward (never back, so that a stream of wakes cannot starve it).
+	nextResync := time.Now()
+	resyncWithin := func(d time.Duration) {
+		if at := time.Now().Add(d); at.Before(nextResync) {
+			resync.Reset(d)
+			nextResync = at
+		}
+	}
 	cooldown := time.NewTimer(time.Hour)
 	defer cooldown.Stop()
 	leaked := time.NewTimer(a.cfg.LeakedENIInterval)
@@ -32,10 +41,14 @@ func (a *Agent) run(ctx context.Context) {
 			if err := a.resync(ctx); err != nil {
 				a.log.Warn("reconcile with EC2 failed", "err", err)
 				a.noteEC2Error("DescribeNetworkInterfaces", err)
-				resync.Reset(a.backoffAfter(err, &backoff))
+				d := a.backoffAfter(err, &backoff)
+				resync.Reset(d)
+				nextResync = time.Now().Add(d)
 				continue
 			}
 			resync.Reset(a.cfg.Pool.ReconcileInterval)
+			nextResync = time.Now().Add(a.cfg.Pool.ReconcileInterval)
+			a.ensureDeleteOnTermination(ctx)
 		case <-leaked.C:
 			a.sweepLeaked(ctx)
 			leaked.Reset(a.cfg.LeakedENIInterval)
@@ -61,6 +74,15 @@ func (a *Agent) run(ctx context.Context) {
 					return
 				case <-time.After(wait):
 				}
+				if act.Action == pool.CreateENI || act.Action == pool.DeleteENI {
+					// The ENI may be half made or half gone (created,
+					// attached, detached): read EC2 before deciding again,
+					// or the next decision works from a node that is not
+					// there.
+					if err := a.resync(ctx); err != nil {
+						a.log.Warn("reconcile with EC2 after a failed action", "err", err)
+					}
+				}
 				continue
 			}
 			backoff = 0
@@ -70,7 +92,22 @@ func (a *Agent) run(ctx context.Context) {
 		if end, ok := a.nextCooldownEnd(); ok {
 			cooldown.Reset(time.Until(end) + time.Millisecond)
 		}
+		if a.hasPending() {
+			// An ENI is attaching or detaching: look again soon rather
+			// than at the next slow resync.
+			resyncWithin(pendingRecheck)
+		}
 	}
+}
+
+// pendingRecheck is how soon EC2 is read again while an ENI is attaching
+// or detaching.
+const pendingRecheck = 2 * time.Second
+
+func (a *Agent) hasPending() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.pending) > 0
 }
 
 // backoffAfter is how long the worker rests after err: exponential with
@@ -193,12 +230,12 @@ func (a *Agent) noteEC2Error(action string, err error) {
 // leave the pool before the EC2 call, so no ADD picks them meanwhile; new
 // ones join only once EC2 confirmed them (and, for an ENI, once its device
 // is up and routed).
-func (a *Agent) carryOut(ctx context.Context, act pool.Decision) error {
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.EC2CallTimeout)
+func (a *Agent) carryOut(runCtx context.Context, act pool.Decision) error {
+	ctx, cancel := context.WithTimeout(runCtx, a.cfg.EC2CallTimeout)
 	defer cancel()
 	switch act.Action {
 	case pool.CreateENI:
-		return a.createENI(ctx, act)
+		return a.createENI(runCtx, ctx, act)
 	case pool.AssignAddresses:
 		got, err := a.ec2.AssignIPv4(ctx, act.ENI, act.Count)
 		if err != nil {
@@ -292,7 +329,9 @@ func (a *Agent) noteSubnetError(subnet string, err error) {
 	a.subnets[subnet] = f
 }
 
-func (a *Agent) createENI(ctx context.Context, act pool.Decision) error {
+// createENI creates, attaches and sets up an ENI. ctx bounds the calls;
+// runCtx is the agent's life, which bounds the clean-up of a failed attach.
+func (a *Agent) createENI(runCtx, ctx context.Context, act pool.Decision) error {
 	groups := act.SecurityGroups
 	if len(groups) == 0 {
 		groups = a.id.Groups
@@ -320,13 +359,30 @@ func (a *Agent) createENI(ctx context.Context, act pool.Decision) error {
 	// From here on the ENI exists: if attaching fails, delete it rather
 	// than leave it (the leaked-ENI sweep is the net for a crash here).
 	attachment, err := a.ec2.AttachENI(ctx, e.ID, a.id.InstanceID, act.DeviceIndex)
-	if err != nil {
-		if derr := a.ec2.DeleteENI(context.WithoutCancel(ctx), e.ID); derr != nil {
+	if attachment == "" {
+		// Not attached, as far as the agent knows. The delete has a
+		// deadline of its own (ctx may be what ended the attach) and ends
+		// with the agent: an attach whose reply was lost may have worked,
+		// and the delete of an attached ENI waits for a detach that never
+		// comes. The resync after this failure then finds it attached.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.EC2CallTimeout)
+		defer cancel()
+		stop := context.AfterFunc(runCtx, cancel)
+		defer stop()
+		if derr := a.ec2.DeleteENI(dctx, e.ID); derr != nil {
 			a.log.Warn("delete the ENI that failed to attach", "eni", e.ID, "err", derr)
 		}
 		return err
 	}
+	if err != nil {
+		// Attached, but not DeleteOnTermination: the ENI serves pods all
+		// the same, and a later resync sets the flag.
+		a.log.Warn("attached ENI not marked DeleteOnTermination", "eni", e.ID, "err", err)
+		a.noteEC2Error("ModifyNetworkInterfaceAttribute", err)
+	}
+	e.DeleteOnTermination = err == nil
 	e.AttachmentID, e.DeviceIndex, e.Attached, e.Ours = attachment, act.DeviceIndex, true, true
+	e.AttachStatus = "attaching"
 	e.Primary = false
 	if e.CreatedAt.IsZero() {
 		e.CreatedAt = time.Now()
@@ -335,10 +391,17 @@ func (a *Agent) createENI(ctx context.Context, act pool.Decision) error {
 	defer cancel()
 	if err := a.waitDevice(dctx, e); err != nil {
 		// Attached but no device yet (EC2 attaches asynchronously): the
-		// next resync finds the ENI and sets it up when it shows.
+		// ENI holds its slot and device index meanwhile, and a resync
+		// soon sets it up when it shows.
+		a.mu.Lock()
+		a.pending[e.ID] = pendingENI{ENI: e, arriving: true}
+		a.broadcast()
+		a.mu.Unlock()
 		return fmt.Errorf("ENI %s attached at device %d, device not up yet: %w", e.ID, act.DeviceIndex, err)
 	}
 	a.mu.Lock()
+	e.AttachStatus = "attached"
+	delete(a.pending, e.ID)
 	a.enis[e.ID] = e
 	a.broadcast()
 	a.mu.Unlock()
