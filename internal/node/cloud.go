@@ -2,8 +2,10 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -207,13 +209,22 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	c := cloud.New(awsCfg)
-	id, err := discover(ctx, c)
-	if err != nil {
+	var id Identity
+	if err := startupRetry(ctx, log, "read the node's identity", func() (err error) {
+		id, err = discover(ctx, c)
+		return err
+	}); err != nil {
 		return err
 	}
-	il, err := c.InstanceLimits(ctx, id.InstanceType)
-	if err != nil {
-		return fmt.Errorf("limits of instance type %s: %w", id.InstanceType, err)
+	var il cloud.InstanceLimits
+	if err := startupRetry(ctx, log, "read the instance type's limits", func() (err error) {
+		il, err = c.InstanceLimits(ctx, id.InstanceType)
+		if err != nil {
+			return fmt.Errorf("limits of instance type %s: %w", id.InstanceType, err)
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	limits, err := pool.NewLimits(pool.InstanceType{Name: il.Type, ENIs: il.ENIs, IPv4PerENI: il.IPv4PerENI,
 		PrefixDelegation: il.PrefixDelegation}, cfg.Pool)
@@ -229,6 +240,39 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	ec.m = a.m
 	return a.Run(ctx)
+}
+
+// startupRetry runs one of Start's calls until it succeeds, retrying what
+// passes (throttling, EC2 server errors, an endpoint not answering yet)
+// with the reconciler's backoff, so that an agent started during an EC2
+// brown-out waits for it instead of exiting and being restarted into the
+// same throttled bucket. Refusals (bad credentials, an unknown instance
+// type) fail at once; so does ctx ending.
+func startupRetry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
+	var cur time.Duration
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		switch cloud.Classify(err) {
+		case cloud.KindThrottled, cloud.KindServerError:
+		case cloud.KindOther:
+			var ne net.Error
+			if !errors.As(err, &ne) {
+				return err // not the network: a refusal or a fault of the node
+			}
+		default:
+			return err
+		}
+		wait := throttleBackoff(&cur)
+		log.Warn("starting: retrying", "step", what, "attempt", attempt, "in", wait.Round(time.Millisecond), "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (gave up: %v)", what, err, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
 }
 
 // discover reads the node's identity: instance metadata for the instance

@@ -119,6 +119,13 @@ func (a *Agent) backoffAfter(err error, cur *time.Duration) time.Duration {
 		*cur = 0
 		return time.Second
 	}
+	return throttleBackoff(cur)
+}
+
+// throttleBackoff doubles *cur from 250 ms up to 20 s and returns a wait
+// drawn from its upper half, so that nodes throttled together do not come
+// back together.
+func throttleBackoff(cur *time.Duration) time.Duration {
 	switch {
 	case *cur == 0:
 		*cur = 250 * time.Millisecond
