@@ -89,13 +89,15 @@ type subnetFlags struct {
 }
 
 // poolStateLocked is the node as the pool policy sees it at now: the ENIs
-// with every pod address marked assigned or cooling. Callers hold mu.
+// with every pod address marked assigned or cooling, and the ADDs waiting
+// for an address. Callers hold mu.
 func (a *Agent) poolStateLocked(now time.Time) pool.State {
 	s := pool.State{
 		Zone:             a.id.Zone,
 		CustomNetworking: a.cfg.Pool.CustomNetworking,
 		Subnets:          map[string]pool.SubnetState{},
 		Throttled:        now.Before(a.throttledUntil),
+		Waiting:          a.waiting,
 	}
 	for id, f := range a.subnets {
 		s.Subnets[id] = pool.SubnetState{NoFreePrefixes: now.Before(f.noPrefixesUntil), NoFreeAddresses: now.Before(f.noAddressesUntil)}

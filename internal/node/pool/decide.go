@@ -138,20 +138,26 @@ func targetsOf(cfg Config, l Limits) targets {
 // shortfall is how many addresses the pool lacks to meet the targets. It is
 // the one test of "enough": growth happens when it is above zero, and
 // nothing is released that would make it so.
+//
+// Waiting ADDs count as pods: free is what is left once they are served.
 func (t targets) shortfall(st Stats) int {
+	free := st.Free - st.Waiting
 	switch {
 	case t.ip:
-		return max(t.warmIP-st.Free, t.minIP-st.Total, 0)
+		short := t.minIP - st.Total
+		if t.warmIP > 0 {
+			// WARM_IP_TARGET=0 with MINIMUM_IP_TARGET caps the node on
+			// purpose: waiting ADDs do not lift the cap.
+			short = max(short, t.warmIP-free)
+		}
+		return max(short, 0)
 	case t.prefixes:
-		return max(t.warmPrefix*AddressesPerPrefix-st.Free, 0)
+		return max(t.warmPrefix*AddressesPerPrefix-free, 0)
 	case t.warmENI == 0:
 		// Keep nothing in reserve, but grow when a pod would find nothing.
-		if st.Free == 0 {
-			return 1
-		}
-		return 0
+		return max(-free, min(1, 1-free), 0)
 	default:
-		return max(t.warmENI*t.perENI-st.Free, 0)
+		return max(t.warmENI*t.perENI-free, 0)
 	}
 }
 
@@ -174,6 +180,9 @@ func (st Stats) String() string {
 		fmt.Fprintf(&b, " (%d /28 prefixes, %d wholly free)", st.Prefixes, st.FreePrefixes)
 	}
 	fmt.Fprintf(&b, " on %d ENIs", st.ENIs)
+	if st.Waiting > 0 {
+		fmt.Fprintf(&b, ", %d ADDs waiting", st.Waiting)
+	}
 	return b.String()
 }
 

@@ -483,3 +483,50 @@ func TestActionAndCauseNames(t *testing.T) {
 		t.Error("unknown values are not shown as numbers")
 	}
 }
+
+// TestWaitingAddsAreDemand: ADDs waiting on an empty pool count as pods, so
+// that one decision covers the burst instead of one target's worth per EC2
+// round trip; a configuration that caps the node stays a cap, and nothing
+// is released or deleted while ADDs wait.
+func TestWaitingAddsAreDemand(t *testing.T) {
+	full := func(n *node) { n.s.ENIs[0].Addresses = addrs(0, 14, 14, 0, time.Time{}) } // m5.xlarge
+	for _, tc := range []struct {
+		name    string
+		it      InstanceType
+		cfg     func(*Config)
+		setup   func(*node)
+		waiting int
+		action  Action
+		count   int
+	}{
+		{"WARM_IP_TARGET=2, 7 waiting on a full primary", m5xlarge, func(c *Config) { c.WarmIPTarget = 2 }, full, 7, CreateENI, 9},
+		{"WARM_IP_TARGET=2, nobody waiting", m5xlarge, func(c *Config) { c.WarmIPTarget = 2 }, full, 0, CreateENI, 2},
+		{"WARM_IP_TARGET=2, more waiting than an ENI holds", m5xlarge, func(c *Config) { c.WarmIPTarget = 2 }, full, 20, CreateENI, 14},
+		{"prefixes, 40 waiting", m5xlarge, func(c *Config) { c.PrefixDelegation = true }, nil, 40, AssignPrefixes, 4},
+		{"prefixes, nobody waiting", m5xlarge, func(c *Config) { c.PrefixDelegation = true }, nil, 0, AssignPrefixes, 1},
+		{"WARM_ENI_TARGET=0, 2 waiting", t3small, func(c *Config) { c.WarmENITarget = 0 }, nil, 2, AssignAddresses, 3},
+		{"MINIMUM_IP_TARGET=4 WARM_IP_TARGET=0 caps the node", m5large, func(c *Config) { c.WarmIPTarget, c.MinimumIPTarget = 0, 4 },
+			func(n *node) { n.s.ENIs[0].Addresses = addrs(0, 4, 4, 0, time.Time{}) }, 5, Nothing, 0},
+		{"WARM_IP_TARGET=1: a free address beyond it is kept while 1 waits", m5large, func(c *Config) { c.WarmIPTarget = 1 },
+			func(n *node) { n.s.ENIs[0].Addresses = addrs(0, 4, 2, 0, time.Time{}) }, 1, Nothing, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			if tc.cfg != nil {
+				tc.cfg(&cfg)
+			}
+			n := newNode(t, tc.it, cfg)
+			if tc.setup != nil {
+				tc.setup(n)
+			}
+			n.s.Waiting = tc.waiting
+			d := Decide(n.s, n.cfg, n.lim, n.now)
+			if d.Action != tc.action || d.Count != tc.count {
+				t.Fatalf("Decide = %s %d (%s), want %s %d", d.Action, d.Count, d.Reason, tc.action, tc.count)
+			}
+			if tc.waiting > 0 && d.Action != Nothing && !strings.Contains(d.Reason, fmt.Sprintf("%d ADDs waiting", tc.waiting)) {
+				t.Errorf("reason %q does not say %d ADDs wait", d.Reason, tc.waiting)
+			}
+		})
+	}
+}

@@ -25,6 +25,12 @@ type State struct {
 	// Throttled: EC2 answered RequestLimitExceeded recently; the agent is
 	// backing off. Decide still decides; Exhausted names it as the cause.
 	Throttled bool
+	// Waiting is how many ADDs are waiting for an address now. They are
+	// demand beyond the targets: the pool grows as if those pods already
+	// held addresses, so that a burst on an empty pool is met in one EC2
+	// call (with WARM_IP_TARGET or prefixes) rather than one target's worth
+	// per round trip.
+	Waiting int
 }
 
 // SubnetState is what EC2 said recently about a subnet.
@@ -96,6 +102,10 @@ type Stats struct {
 	Free int
 	// Prefixes delegated, and how many of them have no address in use.
 	Prefixes, FreePrefixes int
+	// Waiting: ADDs waiting for an address (State.Waiting). Free less
+	// Waiting is what is left once they are served, below zero when they
+	// outnumber the free addresses.
+	Waiting int
 }
 
 func (a Address) cooling(now time.Time) bool { return !a.Assigned && a.CooldownUntil.After(now) }
@@ -150,7 +160,7 @@ func eniStats(e ENI, now time.Time) Stats {
 
 // Stats counts the addresses that can carry pods at time now.
 func (s State) Stats(now time.Time) Stats {
-	st := Stats{ENIs: len(s.ENIs)}
+	st := Stats{ENIs: len(s.ENIs), Waiting: max(s.Waiting, 0)}
 	for _, e := range s.ENIs {
 		if !s.carriesPods(e) {
 			continue
