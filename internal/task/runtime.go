@@ -7,11 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/vpcnet/vpcnet/internal/atomicfile"
 	"github.com/vpcnet/vpcnet/internal/proc"
 )
 
@@ -222,12 +222,5 @@ func exitCode(err error) (int, error) {
 
 // writePrivate writes a file only root can read (the state's mode).
 func writePrivate(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp." + strconv.Itoa(os.Getpid())
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, data, 0o600, 0o700)
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/vpcnet/vpcnet/internal/atomicfile"
 )
 
 // stateFile keeps the state as one JSON document, replaced atomically: a
@@ -56,39 +58,16 @@ func (f *stateFile) load() (*State, error) {
 	return &st, nil
 }
 
-// save writes a temporary file, syncs it, renames it over the state and
-// syncs the directory so that the rename itself is durable.
+// save replaces the state file as a whole (see atomicfile), so that a
+// crash leaves the old state or the new. The directory is not recreated:
+// its removal means the VPC was deleted.
 func (f *stateFile) save(st *State) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
-	tmp, err := os.CreateTemp(f.dir, stateFileName+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("create temporary state file: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write state: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync state: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close state: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), f.path()); err != nil {
-		return fmt.Errorf("replace state: %w", err)
-	}
-	d, err := os.Open(f.dir)
-	if err != nil {
-		return fmt.Errorf("open state directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync state directory: %w", err)
+	if err := atomicfile.Write(f.path(), b, 0o600, 0); err != nil {
+		return fmt.Errorf("save state: %w", err)
 	}
 	return nil
 }
