@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/vpcnet/vpcnet/internal/logging"
 	"github.com/vpcnet/vpcnet/internal/node"
+	"github.com/vpcnet/vpcnet/internal/node/nodeapi"
 	"github.com/vpcnet/vpcnet/internal/version"
 )
 
@@ -91,5 +93,63 @@ that file as JSON lines (level from VPCNET_LOG_LEVEL).`,
 	f.StringVar(&cfg.Socket, "socket", cfg.Socket, "unix socket of the CNI backend API")
 	f.StringVar(&cfg.IntrospectionAddr, "introspection-addr", cfg.IntrospectionAddr, "address of the introspection endpoint (/v1/status); empty turns it off")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "address of the Prometheus endpoint (/metrics); empty turns it off")
+	f.StringVar(&cfg.CNIConfPath, "cni-conf", "", "write the node's CNI conflist here once serving (e.g. /etc/cni/net.d/"+node.DefaultCNIConfName+"); empty: none")
+	f.StringVar(&cfg.CNIConfTemplate, "cni-conf-template", "", "conflist to write at --cni-conf instead of the default (vpc-pod alone); must chain vpc-pod")
+	cmd.AddCommand(probeCommand(), installCNICommand())
+	return cmd
+}
+
+func probeCommand() *cobra.Command {
+	socket := node.DefaultConfig().Socket
+	timeout := 3 * time.Second
+	cmd := &cobra.Command{
+		Use:   "probe",
+		Short: "Exit 0 if the vpcnetd at --socket serves (grpc.health.v1), else say why and exit 1",
+		Long: `probe asks a running vpcnetd over its unix socket whether it serves ADDs:
+SERVING once its first reconcile has read EC2 (and the conflist is written).
+It is the DaemonSet's readiness and liveness check (Kubernetes' own grpc
+probe speaks TCP only, and vpcnetd's API is a unix socket).`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			return nodeapi.Probe(ctx, socket)
+		},
+	}
+	cmd.Flags().StringVar(&socket, "socket", socket, "unix socket of vpcnetd")
+	cmd.Flags().DurationVar(&timeout, "timeout", timeout, "give up after this long")
+	return cmd
+}
+
+func installCNICommand() *cobra.Command {
+	from, to := "", "/host/opt/cni/bin"
+	cmd := &cobra.Command{
+		Use:   "install-cni [PLUGIN...]",
+		Short: "Copy the CNI plugins into the node's plugin directory (the DaemonSet's init step)",
+		Long: `install-cni copies CNI plugin binaries from --from (default: the directory of
+this binary) into --to, each replaced whole, so that a kubelet never runs half
+a file. With no PLUGIN named it copies vpc-pod (required) and, where present
+beside it, portmap, bandwidth and loopback. It prints what it installed.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, names []string) error {
+			if from == "" {
+				exe, err := os.Executable()
+				if err != nil {
+					return fmt.Errorf("find this binary's directory (give --from): %w", err)
+				}
+				from = filepath.Dir(exe)
+			}
+			done, err := node.InstallCNI(from, to, names)
+			for _, n := range done {
+				fmt.Fprintf(cmd.OutOrStdout(), "installed %s\n", filepath.Join(to, n))
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&from, "from", from, "directory holding the plugins (default: this binary's)")
+	cmd.Flags().StringVar(&to, "to", to, "the node's CNI plugin directory, as mounted here")
 	return cmd
 }

@@ -9,6 +9,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -741,6 +743,16 @@ func TestAgentGracefulStop(t *testing.T) {
 		if r.err != nil {
 			t.Errorf("ADD %s in flight at SIGTERM: %v", r.id, r.err)
 		}
+	}
+	// Stopped: the probe fails (the DaemonSet's liveness check), and the
+	// conflist stays (pods keep running; the next vpcnetd serves them).
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := nodeapi.Probe(ctx, filepath.Join(a.dir, "vpcnetd.sock")); err == nil {
+		t.Error("probe of a stopped vpcnetd succeeded")
+	}
+	if _, err := os.Stat(a.conflistPath()); err != nil {
+		t.Errorf("conflist after a graceful stop: %v", err)
 	}
 }
 

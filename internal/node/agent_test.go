@@ -66,7 +66,8 @@ func (a *agent) start() {
 	cmd := exec.Command(bin,
 		"--socket", filepath.Join(a.dir, "vpcnetd.sock"),
 		"--state", filepath.Join(a.dir, "state.db"),
-		"--metrics-addr", "127.0.0.1:61678")
+		"--metrics-addr", "127.0.0.1:61678",
+		"--cni-conf", a.conflistPath())
 	cmd.Env = append(a.vpc.InstanceEnv(os.Environ(), a.vpc.Instances[a.instance-1].ID),
 		append([]string{"VPCNET_LOG_FILE=" + filepath.Join(a.dir, "vpcnetd.log"), "VPCNET_LOG_LEVEL=debug"}, a.env...)...)
 	logf, err := os.OpenFile(filepath.Join(a.dir, "stderr.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -99,7 +100,31 @@ func (a *agent) start() {
 		}
 		return nil
 	})
+	// Serving means the conflist is there (written first: the kubelet
+	// turns the node Ready on it), naming vpc-pod and this socket.
+	data, err := os.ReadFile(a.conflistPath())
+	if err != nil {
+		t.Fatalf("vpcnetd serves but its conflist is not written: %v", err)
+	}
+	var list struct {
+		Name    string `json:"name"`
+		Plugins []struct {
+			Type   string `json:"type"`
+			Socket string `json:"socket"`
+		} `json:"plugins"`
+	}
+	if err := json.Unmarshal(data, &list); err != nil || len(list.Plugins) != 1 || list.Plugins[0].Type != "vpc-pod" ||
+		list.Plugins[0].Socket != filepath.Join(a.dir, "vpcnetd.sock") {
+		t.Fatalf("conflist %s: %v\n%s", a.conflistPath(), err, data)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := nodeapi.Probe(ctx, filepath.Join(a.dir, "vpcnetd.sock")); err != nil {
+		t.Fatalf("probe of a serving vpcnetd: %v", err)
+	}
 }
+
+func (a *agent) conflistPath() string { return filepath.Join(a.dir, "net.d", node.DefaultCNIConfName) }
 
 func (a *agent) logs() string {
 	b, _ := os.ReadFile(filepath.Join(a.dir, "stderr.log"))

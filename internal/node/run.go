@@ -44,6 +44,12 @@ type Config struct {
 	StaleAssignmentAge time.Duration
 	// DeviceTimeout bounds the wait for an attached ENI's device.
 	DeviceTimeout time.Duration
+
+	// CNIConfPath is where the node's conflist is written once the agent
+	// serves (/etc/cni/net.d/10-vpcnet.conflist on Kubernetes); empty:
+	// nowhere. CNIConfTemplate is a conflist file to write there instead of
+	// the default (vpc-pod alone).
+	CNIConfPath, CNIConfTemplate string
 }
 
 // Defaults for Config's own fields.
@@ -113,6 +119,10 @@ func New(cfg Config, log *slog.Logger, ec2 EC2, nn NodeNetwork, id Identity, lim
 // every pod's address).
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.store.Close()
+	conflist, err := a.cfg.cniConflist()
+	if err != nil {
+		return err
+	}
 	if err := a.net.SetupHost(HostNetwork{
 		PrimaryIP: a.id.PrimaryIP, PrimaryIface: a.id.PrimaryIface, VPCCIDRs: a.id.VPCCIDRs,
 		ExcludeSNAT: a.cfg.Pool.ExcludeSNATCIDRs, ExternalSNAT: a.cfg.Pool.ExternalSNAT,
@@ -162,9 +172,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.run(rctx)
 	}()
-	// Health turns SERVING once the first reconcile has read EC2: only
-	// then does the node's conflist get written (DaemonSet entrypoint),
-	// so the node turns Ready only when ADDs can succeed.
+	// Health turns SERVING as soon as the first reconcile has read EC2,
+	// and only then is the node's conflist written, so that the node
+	// turns Ready only when ADDs can succeed. Gauges follow every change
+	// of the pool, and a slow tick besides.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -172,17 +183,27 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer tick.Stop()
 		serving := false
 		for {
-			if !serving && a.isReady() {
-				serving = true
-				hs.SetServingStatus(nodeapi.HealthService, healthpb.HealthCheckResponse_SERVING)
-				hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-				a.log.Info("ready", "instance", a.id.InstanceID, "maxPods", a.limits.MaxPods)
+			a.mu.Lock()
+			ready, changed := a.ready, a.changed
+			a.mu.Unlock()
+			if !serving && ready {
+				if err := a.cfg.writeCNIConf(conflist); err != nil {
+					// Not serving without it: the node must not turn
+					// Ready. Tried again at the next tick.
+					a.log.Error("not serving yet", "err", err)
+				} else {
+					serving = true
+					hs.SetServingStatus(nodeapi.HealthService, healthpb.HealthCheckResponse_SERVING)
+					hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+					a.log.Info("ready", "instance", a.id.InstanceID, "maxPods", a.limits.MaxPods, "cniConf", a.cfg.CNIConfPath)
+				}
 			}
 			a.updateGauges()
 			select {
 			case <-rctx.Done():
 				return
 			case <-tick.C:
+			case <-changed:
 			}
 		}
 	}()

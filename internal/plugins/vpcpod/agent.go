@@ -1,15 +1,12 @@
 package vpcpod
 
 import (
-	"context"
-	"net"
 	"sync"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/vpcnet/vpcnet/internal/cni"
@@ -34,18 +31,11 @@ type agent struct {
 
 func newAgent(socket string) (*agent, error) {
 	a := &agent{socket: socket}
-	dialer := func(ctx context.Context, _ string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, "unix", socket)
-		if err != nil {
-			a.mu.Lock()
-			a.dialErr = err
-			a.mu.Unlock()
-		}
-		return c, err
-	}
-	conn, err := grpc.NewClient("passthrough:///vpcnetd",
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(dialer))
+	conn, err := nodeapi.Dial(socket, func(err error) {
+		a.mu.Lock()
+		a.dialErr = err
+		a.mu.Unlock()
+	})
 	if err != nil {
 		return nil, cni.Errorf(cni.CodeInternal, "cannot set up a client for vpcnetd at %s: %v", socket, err)
 	}
