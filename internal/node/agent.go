@@ -49,7 +49,9 @@ type Agent struct {
 	history        []DecisionRecord         // the last decisions, newest last
 	lastErrs       []EC2ErrorRecord         // the last EC2 errors, newest last
 
-	wake chan struct{} // buffered(1): a reconcile is wanted
+	wake      chan struct{}  // buffered(1): a reconcile is wanted
+	resyncNow chan struct{}  // buffered(1): an attaching ENI's device is up; read EC2
+	arrivals  sync.WaitGroup // the waits for attaching ENIs' devices
 }
 
 // DecisionRecord is a decision the reconciler carried out, for status.

@@ -111,7 +111,7 @@ func (a *Agent) poolStateLocked(now time.Time) pool.State {
 		}
 		return pa
 	}
-	for _, e := range sortedENIs(a.enis) {
+	eni := func(e *ENI) pool.ENI {
 		pe := pool.ENI{ID: e.ID, DeviceIndex: e.DeviceIndex, Primary: e.Primary, AttachedAt: e.CreatedAt,
 			Ours: e.Ours, Unmanaged: e.Unmanaged, SubnetID: e.SubnetID}
 		for _, ip := range e.Secondary {
@@ -126,9 +126,19 @@ func (a *Agent) poolStateLocked(now time.Time) pool.State {
 			}
 			pe.Prefixes = append(pe.Prefixes, pp)
 		}
-		s.ENIs = append(s.ENIs, pe)
+		return pe
+	}
+	for _, e := range sortedENIs(a.enis) {
+		s.ENIs = append(s.ENIs, eni(e))
 	}
 	for _, p := range a.pending {
+		if p.arriving && p.Ours && !p.Unmanaged {
+			// Its addresses are coming: the pool counts them, uses none.
+			pe := eni(p.ENI)
+			pe.Arriving = true
+			s.ENIs = append(s.ENIs, pe)
+			continue
+		}
 		s.ENIs = append(s.ENIs, pool.ENI{ID: p.ID, DeviceIndex: p.DeviceIndex, Primary: p.Primary,
 			AttachedAt: p.CreatedAt, Ours: p.Ours, Unmanaged: true, SubnetID: p.SubnetID})
 	}

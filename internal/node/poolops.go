@@ -147,6 +147,12 @@ func (a *Agent) resync(ctx context.Context) error {
 		}
 		fresh[e.ID] = e
 	}
+	// The store is read under mu: ADDs and DELs write it under mu, and an
+	// assignment made between a read outside and the mirror rebuilt below
+	// would vanish from the mirror, so that the next ADD picked its address
+	// again.
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	assignments, err := a.store.Assignments()
 	if err != nil {
 		return err
@@ -169,8 +175,6 @@ func (a *Agent) resync(ctx context.Context) error {
 			pending[ad] = true
 		}
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	a.enis = fresh
 	a.pending = waiting
 	a.assigned = map[netip.Addr]Key{}

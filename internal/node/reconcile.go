@@ -15,6 +15,7 @@ import (
 // and after backoff; it then carries out pool decisions one at a time until
 // the policy has nothing more to do.
 func (a *Agent) run(ctx context.Context) {
+	defer a.arrivals.Wait()
 	resync := time.NewTimer(0)
 	defer resync.Stop()
 	// nextResync is when the resync timer fires; resyncWithin brings it
@@ -37,6 +38,14 @@ func (a *Agent) run(ctx context.Context) {
 			return
 		case <-a.wake:
 		case <-cooldown.C:
+		case <-a.resyncNow:
+			// An attaching ENI's device is up: take it into the pool
+			// now (set up from EC2's view), not at the next recheck.
+			if err := a.resync(ctx); err != nil {
+				a.log.Warn("reconcile with EC2 after an ENI arrived failed", "err", err)
+				a.noteEC2Error("DescribeNetworkInterfaces", err)
+				resyncWithin(pendingRecheck)
+			}
 		case <-resync.C:
 			if err := a.resync(ctx); err != nil {
 				a.log.Warn("reconcile with EC2 failed", "err", err)
@@ -250,7 +259,7 @@ func (a *Agent) carryOut(runCtx context.Context, act pool.Decision) error {
 			return err
 		}
 		a.mu.Lock()
-		if e := a.enis[act.ENI]; e != nil {
+		if e := a.eniLocked(act.ENI); e != nil {
 			e.Secondary = appendNew(e.Secondary, got...)
 		}
 		a.broadcast()
@@ -263,7 +272,7 @@ func (a *Agent) carryOut(runCtx context.Context, act pool.Decision) error {
 			return err
 		}
 		a.mu.Lock()
-		if e := a.enis[act.ENI]; e != nil {
+		if e := a.eniLocked(act.ENI); e != nil {
 			e.Prefixes = appendNew(e.Prefixes, got...)
 		}
 		a.broadcast()
@@ -309,10 +318,23 @@ func (a *Agent) carryOut(runCtx context.Context, act pool.Decision) error {
 func (a *Agent) subnetOf(eniID string) string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if e := a.enis[eniID]; e != nil {
+	if e := a.eniLocked(eniID); e != nil {
 		return e.SubnetID
 	}
 	return ""
+}
+
+// eniLocked is the ENI with that ID, attached and set up or still
+// arriving (growth may fill an ENI while it attaches); nil if neither.
+// Callers hold mu.
+func (a *Agent) eniLocked(id string) *ENI {
+	if e := a.enis[id]; e != nil {
+		return e
+	}
+	if p, ok := a.pending[id]; ok && p.arriving {
+		return p.ENI
+	}
+	return nil
 }
 
 // noteSubnetError remembers what EC2 said of a subnet's space (and of its
@@ -394,33 +416,39 @@ func (a *Agent) createENI(runCtx, ctx context.Context, act pool.Decision) error 
 	if e.CreatedAt.IsZero() {
 		e.CreatedAt = time.Now()
 	}
-	dctx, cancel := context.WithTimeout(ctx, a.cfg.DeviceTimeout)
-	defer cancel()
-	if err := a.waitDevice(dctx, e); err != nil {
-		// Attached but no device yet (EC2 attaches asynchronously): the
-		// ENI holds its slot and device index meanwhile, and a resync
-		// soon sets it up when it shows.
-		a.mu.Lock()
-		a.pending[e.ID] = pendingENI{ENI: e, arriving: true}
-		a.broadcast()
-		a.mu.Unlock()
-		return fmt.Errorf("ENI %s attached at device %d, device not up yet: %w", e.ID, act.DeviceIndex, err)
-	}
+	// EC2 attaches asynchronously (seconds on AWS). The reconciler does
+	// not wait: the ENI is arriving, holding its slot and device index,
+	// its addresses counted as coming, so that a burst that needs several
+	// ENIs has them attach side by side. When its device shows, a resync
+	// takes it into the pool; if it never does, the rechecks of pending
+	// ENIs find out what EC2 says.
 	a.mu.Lock()
-	e.AttachStatus = "attached"
-	delete(a.pending, e.ID)
-	a.enis[e.ID] = e
+	a.pending[e.ID] = pendingENI{ENI: e, arriving: true}
 	a.broadcast()
 	a.mu.Unlock()
+	a.awaitDevice(runCtx, e)
 	return nil
 }
 
-// waitDevice waits for the ENI's device to appear and sets it up.
-func (a *Agent) waitDevice(ctx context.Context, e *ENI) error {
-	if err := a.net.WaitDevice(ctx, e); err != nil {
-		return err
-	}
-	return a.net.SetupENI(e, a.cfg.Pool.MTU)
+// awaitDevice waits (in the background, up to DeviceTimeout) for an
+// attaching ENI's device, then asks the reconciler for a resync.
+func (a *Agent) awaitDevice(ctx context.Context, e *ENI) {
+	mac := e.MAC
+	probe := &ENI{ID: e.ID, MAC: mac, DeviceIndex: e.DeviceIndex}
+	a.arrivals.Add(1)
+	go func() {
+		defer a.arrivals.Done()
+		dctx, cancel := context.WithTimeout(ctx, a.cfg.DeviceTimeout)
+		defer cancel()
+		if err := a.net.WaitDevice(dctx, probe); err != nil {
+			a.log.Info("attached ENI's device not up yet; rechecking", "eni", e.ID, "err", err)
+			return
+		}
+		select {
+		case a.resyncNow <- struct{}{}:
+		default:
+		}
+	}()
 }
 
 func appendNew[T comparable](have []T, add ...T) []T {

@@ -108,7 +108,7 @@ func New(cfg Config, log *slog.Logger, ec2 EC2, nn NodeNetwork, id Identity, lim
 	a := &Agent{
 		cfg: cfg, log: log, store: store, ec2: ec2, net: nn, id: id, limits: limits, m: newMetrics(),
 		enis: map[string]*ENI{}, pending: map[string]pendingENI{}, subnets: map[string]subnetFlags{}, assigned: map[netip.Addr]Key{}, cooldowns: cooldowns,
-		changed: make(chan struct{}), wake: make(chan struct{}, 1),
+		changed: make(chan struct{}), wake: make(chan struct{}, 1), resyncNow: make(chan struct{}, 1),
 	}
 	return a, nil
 }

@@ -139,9 +139,10 @@ func targetsOf(cfg Config, l Limits) targets {
 // the one test of "enough": growth happens when it is above zero, and
 // nothing is released that would make it so.
 //
-// Waiting ADDs count as pods: free is what is left once they are served.
+// Waiting ADDs count as pods, and the addresses of arriving ENIs as free:
+// free is what is left once both are done.
 func (t targets) shortfall(st Stats) int {
-	free := st.Free - st.Waiting
+	free := st.Free + st.Arriving - st.Waiting
 	switch {
 	case t.ip:
 		short := t.minIP - st.Total
@@ -180,13 +181,17 @@ func (st Stats) String() string {
 		fmt.Fprintf(&b, " (%d /28 prefixes, %d wholly free)", st.Prefixes, st.FreePrefixes)
 	}
 	fmt.Fprintf(&b, " on %d ENIs", st.ENIs)
+	if st.Arriving > 0 {
+		fmt.Fprintf(&b, ", %d arriving on attaching ENIs", st.Arriving)
+	}
 	if st.Waiting > 0 {
 		fmt.Fprintf(&b, ", %d ADDs waiting", st.Waiting)
 	}
 	return b.String()
 }
 
-// grow adds addresses: to the lowest-numbered ENI with room, else on a new
+// grow adds addresses: to the lowest-numbered ENI with room (an arriving
+// one included: EC2 assigns to an ENI while it attaches), else on a new
 // ENI. short is the shortfall in addresses.
 func grow(s State, cfg Config, l Limits, t targets, st Stats, short int) (Decision, Cause) {
 	why := fmt.Sprintf("short of %s by %s (%s)", t, units(short, false), st)
@@ -194,7 +199,7 @@ func grow(s State, cfg Config, l Limits, t targets, st Stats, short int) (Decisi
 		return Decision{Action: Nothing, Reason: fmt.Sprintf("%s, but the node has addresses for its max pods (%d)", why, l.MaxPods)}, CauseMaxPods
 	}
 	var subnetFull []string
-	for _, e := range s.podENIs() {
+	for _, e := range s.growableENIs() {
 		room := l.SlotsPerENI - len(e.Addresses) - len(e.Prefixes)
 		if room <= 0 {
 			continue

@@ -530,3 +530,70 @@ func TestWaitingAddsAreDemand(t *testing.T) {
 		})
 	}
 }
+
+// TestArrivingENIs: the addresses of an ENI still attaching count toward
+// the demand (no second ENI for the same pods), but none is handed out,
+// and it is neither released nor deleted; demand beyond it creates the
+// next ENI at once, so that ENIs attach side by side in a burst.
+func TestArrivingENIs(t *testing.T) {
+	node := func(waiting int) *node {
+		n := newNode(t, m5xlarge, DefaultConfig())
+		n.s.ENIs[0].Addresses = addrs(0, 14, 14, 0, time.Time{})
+		n.s.ENIs = append(n.s.ENIs, ENI{ID: "eni-new", DeviceIndex: 1, Ours: true, Arriving: true, AttachedAt: t0.Add(-time.Hour),
+			SubnetID: "subnet-a", Addresses: addrs(1, 14, 0, 0, time.Time{})})
+		n.s.Waiting = waiting
+		return n
+	}
+	n := node(10)
+	if st := n.s.Stats(n.now); st.Free != 0 || st.Arriving != 14 || st.Total != 28 || st.ENIs != 2 {
+		t.Fatalf("stats %s, want 0 free, 14 arriving, 28 in all on 2 ENIs", st)
+	}
+	if e, a, ok := Pick(n.s, n.now); ok {
+		t.Fatalf("Pick = %s %s from an ENI still attaching", e, a)
+	}
+	// 10 waiting, 14 arriving: met with 4 to spare, short of the warm ENI.
+	if d := Decide(n.s, n.cfg, n.lim, n.now); d.Action != CreateENI || d.DeviceIndex != 2 {
+		t.Fatalf("10 waiting: %s at %d (%s), want the warm ENI at device 2", d.Action, d.DeviceIndex, d.Reason)
+	}
+	x := Exhausted(n.s, n.cfg, n.lim, n.now)
+	if x.Cause != CauseGrowing {
+		t.Errorf("Exhausted = %s (%s), want growing", x.Cause, x.Message)
+	}
+	// WARM_ENI_TARGET=0: the arriving ENI covers the 10 waiting; nothing
+	// more, and an ADD is told to wait for it.
+	n.cfg.WarmENITarget = 0
+	if d := Decide(n.s, n.cfg, n.lim, n.now); d.Action != Nothing {
+		t.Fatalf("WARM_ENI_TARGET=0, 10 waiting, 14 arriving: %s (%s), want nothing", d.Action, d.Reason)
+	}
+	if x := Exhausted(n.s, n.cfg, n.lim, n.now); x.Cause != CauseGrowing || !strings.Contains(x.Message, "14 addresses are on ENIs still attaching") {
+		t.Errorf("Exhausted = %s (%s), want growing, naming the attaching ENI", x.Cause, x.Message)
+	}
+	// 20 waiting: 6 beyond the arriving ENI, so the next ENI now.
+	n = node(20)
+	n.cfg.WarmENITarget = 0
+	if d := Decide(n.s, n.cfg, n.lim, n.now); d.Action != CreateENI || d.DeviceIndex != 2 {
+		t.Fatalf("WARM_ENI_TARGET=0, 20 waiting: %s at %d (%s), want a second ENI at device 2", d.Action, d.DeviceIndex, d.Reason)
+	}
+	// WARM_IP_TARGET=2, the arriving ENI carries 2, 3 ADDs wait: the
+	// shortfall goes onto the arriving ENI, not onto a third.
+	n = node(3)
+	n.cfg.WarmIPTarget = 2
+	n.s.ENIs[1].Addresses = addrs(1, 2, 0, 0, time.Time{})
+	if d := Decide(n.s, n.cfg, n.lim, n.now); d.Action != AssignAddresses || d.ENI != "eni-new" || d.Count != 3 {
+		t.Fatalf("WARM_IP_TARGET=2, 3 waiting, 2 arriving: %s %s %d (%s), want 3 more on the arriving ENI", d.Action, d.ENI, d.Count, d.Reason)
+	}
+	// Nobody waiting, far over target: the arriving ENI is not deleted.
+	n = node(0)
+	n.s.ENIs[0].Addresses = addrs(0, 14, 0, 0, time.Time{})
+	n.cfg.WarmIPTarget = 1
+	for i := 0; i < 5; i++ {
+		d := Decide(n.s, n.cfg, n.lim, n.now)
+		if d.ENI == "eni-new" {
+			t.Fatalf("%s on the arriving ENI (%s)", d.Action, d.Reason)
+		}
+		if d.Action == Nothing {
+			break
+		}
+		n.apply(d)
+	}
+}

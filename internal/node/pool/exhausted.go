@@ -75,6 +75,9 @@ func Exhausted(s State, cfg Config, l Limits, now time.Time) Exhaustion {
 	case d.Action.Grows():
 		x.Cause = CauseGrowing
 		x.Message = "no free pod address on this node yet: the pool is growing (" + d.Reason + ")"
+	case st.Arriving > 0:
+		x.Cause = CauseGrowing
+		x.Message = fmt.Sprintf("no free pod address on this node yet: %d addresses are on ENIs still attaching (%s)", st.Arriving, st)
 	case cause == CauseNone:
 		x.Cause = CauseTargets
 		x.Message = "no free pod address on this node: the configuration keeps it at this size (" + d.Reason + "); raise WARM_IP_TARGET or MINIMUM_IP_TARGET"

@@ -55,6 +55,12 @@ type ENI struct {
 	// Ours: vpcnetd created it (it carries the vpcnet:node tag). Only such
 	// ENIs are ever deleted.
 	Ours bool
+	// Arriving: attached in EC2, its device not up yet (EC2 attaches
+	// asynchronously, in seconds). Its addresses are coming: they count
+	// toward the targets, so that the pool does not grow again for the
+	// same demand, but nothing is handed out, released or deleted from it
+	// before it arrives. It still takes a slot and its device index.
+	Arriving bool
 	// Unmanaged: the pool must not touch it (tagged
 	// node.k8s.amazonaws.com/no_manage=true, a trunk, another agent's). It
 	// still takes one of the instance's ENI slots.
@@ -106,6 +112,9 @@ type Stats struct {
 	// Waiting is what is left once they are served, below zero when they
 	// outnumber the free addresses.
 	Waiting int
+	// Arriving: the free addresses of arriving ENIs (ENI.Arriving),
+	// counted in Total but not in Free.
+	Arriving int
 }
 
 func (a Address) cooling(now time.Time) bool { return !a.Assigned && a.CooldownUntil.After(now) }
@@ -166,6 +175,12 @@ func (s State) Stats(now time.Time) Stats {
 			continue
 		}
 		es := eniStats(e, now)
+		if e.Arriving {
+			// Its free addresses are coming; pods kept across a restart
+			// may hold some already.
+			st.Arriving += es.Free
+			es.Free, es.FreePrefixes = 0, 0
+		}
 		st.Total += es.Total
 		st.Assigned += es.Assigned
 		st.Cooling += es.Cooling
@@ -176,8 +191,22 @@ func (s State) Stats(now time.Time) Stats {
 	return st
 }
 
-// podENIs returns the ENIs that carry pods, lowest device index first.
+// podENIs returns the ENIs that carry pods now (arriving ones not yet),
+// lowest device index first.
 func (s State) podENIs() []ENI {
+	var out []ENI
+	for _, e := range s.ENIs {
+		if s.carriesPods(e) && !e.Arriving {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b ENI) int { return a.DeviceIndex - b.DeviceIndex })
+	return out
+}
+
+// growableENIs returns the ENIs growth may add addresses to: those that
+// carry pods and those arriving, lowest device index first.
+func (s State) growableENIs() []ENI {
 	var out []ENI
 	for _, e := range s.ENIs {
 		if s.carriesPods(e) {
