@@ -106,7 +106,12 @@ type benchVPC struct {
 func vpcnetBin() string { return filepath.Join(*binDir, "vpcnet") }
 
 func upVPC(tag string, flags ...string) (*benchVPC, error) {
-	name := vpcPrefix + tag + randomSuffix()
+	return upNamedVPC(vpcPrefix+tag, flags...)
+}
+
+// upNamedVPC starts a local VPC named prefix + random hex.
+func upNamedVPC(prefix string, flags ...string) (*benchVPC, error) {
+	name := prefix + randomSuffix()
 	args := append([]string{"local", "up", "--name", name}, flags...)
 	if out, err := exec.Command(vpcnetBin(), args...).CombinedOutput(); err != nil {
 		_ = localvpc.Down(name)

@@ -1,10 +1,12 @@
 // Command bench measures vpcnet side by side with the reference CNI plugins
 // (Debian's containernetworking-plugins) and prints markdown tables: CNI
 // ADD/DEL latency through cnitool, IPAM cost as allocations grow, the local
-// VPC's API and datapath, and task start-up broken down by step. It runs as
-// root and creates only namespaces named vpcb-*, removed when it ends.
+// VPC's API and datapath, task start-up broken down by step, and pods on
+// vpcnetd (pods: podburst, podcold, podfresh, podwarm1, podrate, podrss,
+// podfleet). It runs as root and creates only namespaces named vpcb-* and
+// local VPCs named vpcb*, removed when it ends.
 //
-//	go run ./test/bench [-n 40] [-sections cni,ipam,localvpc,task]
+//	go run ./test/bench [-n 40] [-sections cni,ipam,localvpc,task,pods]
 //
 // The binaries come from VPCNET_BIN_DIR (make bench sets it to bin/).
 package main
@@ -24,7 +26,7 @@ import (
 
 var (
 	iterations = flag.Int("n", 40, "iterations per measurement")
-	sections   = flag.String("sections", "cni,ipam,localvpc,task", "comma-separated sections to run")
+	sections   = flag.String("sections", "cni,ipam,localvpc,task,pods", "comma-separated sections to run (pods is every pod* section)")
 	binDir     = flag.String("bin", os.Getenv("VPCNET_BIN_DIR"), "directory of the vpcnet binaries")
 	refDir     = flag.String("ref", "/usr/lib/cni", "directory of the reference CNI plugins")
 )
@@ -55,6 +57,10 @@ func main() {
 		"ipam":     benchIPAM,
 		"localvpc": benchLocalVPC,
 		"task":     benchTask,
+		"pods":     benchPods,
+	}
+	for _, s := range podSections {
+		run[s.name] = func() { runPodSection(s.name, s.run) }
 	}
 	for _, s := range strings.Split(*sections, ",") {
 		f, ok := run[strings.TrimSpace(s)]
