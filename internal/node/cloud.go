@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vpcnet/vpcnet/internal/cloud"
@@ -21,6 +22,36 @@ import (
 type cloudEC2 struct {
 	c *cloud.Client
 	m *metrics
+
+	// subnetCIDRs caches DescribeSubnets: a subnet's CIDR never changes,
+	// and every read of the node's ENIs needs their subnets'.
+	mu          sync.Mutex
+	subnetCIDRs map[string]netip.Prefix
+}
+
+// subnetCIDR is the subnet's IPv4 CIDR, asked of EC2 once per subnet.
+func (c *cloudEC2) subnetCIDR(ctx context.Context, id string) (netip.Prefix, error) {
+	c.mu.Lock()
+	cidr, ok := c.subnetCIDRs[id]
+	c.mu.Unlock()
+	if ok {
+		return cidr, nil
+	}
+	err := c.call("DescribeSubnets", func() error {
+		s, err := c.c.DescribeSubnet(ctx, id)
+		cidr = s.CIDR
+		return err
+	})
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	c.mu.Lock()
+	if c.subnetCIDRs == nil {
+		c.subnetCIDRs = map[string]netip.Prefix{}
+	}
+	c.subnetCIDRs[id] = cidr
+	c.mu.Unlock()
+	return cidr, nil
 }
 
 var _ EC2 = (*cloudEC2)(nil)
@@ -73,23 +104,12 @@ func (c *cloudEC2) NodeENIs(ctx context.Context, instanceID string) ([]*ENI, err
 	if err != nil {
 		return nil, err
 	}
-	subnets := map[string]netip.Prefix{}
 	var out []*ENI
 	for _, e := range enis {
 		n := eniOf(e, instanceID)
-		cidr, ok := subnets[e.SubnetID]
-		if !ok {
-			err := c.call("DescribeSubnets", func() error {
-				s, err := c.c.DescribeSubnet(ctx, e.SubnetID)
-				cidr = s.CIDR
-				return err
-			})
-			if err != nil {
-				return nil, err
-			}
-			subnets[e.SubnetID] = cidr
+		if n.SubnetCIDR, err = c.subnetCIDR(ctx, e.SubnetID); err != nil {
+			return nil, err
 		}
-		n.SubnetCIDR = cidr
 		out = append(out, n)
 	}
 	return out, nil
@@ -106,11 +126,7 @@ func (c *cloudEC2) CreateENI(ctx context.Context, in CreateENI) (*ENI, error) {
 		return nil, err
 	}
 	n := eniOf(e, in.Tags[TagNode])
-	err = c.call("DescribeSubnets", func() error {
-		s, err := c.c.DescribeSubnet(ctx, e.SubnetID)
-		n.SubnetCIDR = s.CIDR
-		return err
-	})
+	n.SubnetCIDR, err = c.subnetCIDR(ctx, e.SubnetID)
 	return n, err
 }
 
