@@ -16,8 +16,10 @@ LDFLAGS := -s -w \
 # Go test flags; override for a narrower run, e.g. make test TESTFLAGS='-run Bridge'.
 TESTFLAGS ?=
 TESTPKGS  ?= ./...
+# Where scripts/install-kubernetes.sh keeps the Kubernetes binaries (outside the repository).
+K8S_CACHE ?= /var/cache/vpcnet/kubernetes-v1.36.1
 
-.PHONY: all build deps test bench demo clean fmt vet proto
+.PHONY: all build deps kubernetes test bench demo clean fmt vet proto
 
 all: build
 
@@ -30,9 +32,13 @@ build:
 deps:
 	@scripts/install-deps.sh
 
+## kubernetes: build etcd, kube-apiserver and kubectl of the pinned release once per machine (cached in K8S_CACHE)
+kubernetes:
+	@VPCNET_K8S_CACHE=$(K8S_CACHE) scripts/install-kubernetes.sh
+
 ## test: the one test command: installs what is missing, builds, runs every test with -race
-test: deps build vet
-	VPCNET_BIN_DIR=$(BIN) $(GO) test -race -count=1 -timeout 80m $(TESTFLAGS) $(TESTPKGS)
+test: deps kubernetes build vet
+	VPCNET_K8S_BIN=$(K8S_CACHE)/bin VPCNET_BIN_DIR=$(BIN) $(GO) test -race -count=1 -timeout 80m $(TESTFLAGS) $(TESTPKGS)
 
 vet:
 	$(GO) vet ./...
