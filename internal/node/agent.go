@@ -49,6 +49,10 @@ type Agent struct {
 	history        []DecisionRecord         // the last decisions, newest last
 	lastErrs       []EC2ErrorRecord         // the last EC2 errors, newest last
 
+	kube          *kube           // nil: not on Kubernetes
+	kubeENIConfig *pool.ENIConfig // the ENIConfig resource of the node's zone label (nil: none)
+	background    sync.WaitGroup  // annotations and events in flight
+
 	wake      chan struct{}  // buffered(1): a reconcile is wanted
 	resyncNow chan struct{}  // buffered(1): an attaching ENI's device is up; read EC2
 	arrivals  sync.WaitGroup // the waits for attaching ENIs' devices
@@ -165,7 +169,7 @@ func (a *Agent) Add(ctx context.Context, req *nodeapi.AddNetworkRequest) (AddRes
 				"pod", req.GetPodNamespace()+"/"+req.GetPodName(), "waited", waited)
 			return AddResult{Assignment: as, ENI: e}, nil
 		}
-		x := pool.Exhausted(state, a.cfg.Pool, a.limits, now)
+		x := pool.Exhausted(state, a.poolConfigLocked(), a.limits, now)
 		growing := x.Cause == pool.CauseGrowing || x.Cause == pool.CauseThrottled || a.arrivingLocked()
 		cooldownInTime := !x.CooldownEnds.IsZero() && x.CooldownEnds.Before(deadline)
 		if !growing && !cooldownInTime {
@@ -289,7 +293,7 @@ func (a *Agent) Status() (ready bool, reason string, free, assigned int) {
 	state := a.poolStateLocked(now)
 	st := state.Stats(now)
 	if st.Free == 0 {
-		x := pool.Exhausted(state, a.cfg.Pool, a.limits, now)
+		x := pool.Exhausted(state, a.poolConfigLocked(), a.limits, now)
 		if x.Cause != pool.CauseGrowing {
 			return false, x.Message, st.Free, st.Assigned
 		}

@@ -255,6 +255,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	ec.m = a.m
+	if a.kube, err = newKube(cfg.Kube, log); err != nil {
+		return err
+	}
+	if a.kube != nil {
+		log.Info("on Kubernetes", "node", cfg.Kube.NodeName, "annotatePodIP", cfg.Kube.AnnotatePodIP)
+	}
 	return a.Run(ctx)
 }
 
@@ -322,7 +328,8 @@ func discover(ctx context.Context, c *cloud.Client) (Identity, error) {
 // LoadPoolConfig fills cfg.Pool from the config file (if any) and the
 // environment, which overrides it, and the agent's own settings that have
 // an environment variable: VPCNET_LEAKED_ENI_INTERVAL (how often the
-// leaked-ENI sweep runs, a Go duration or whole seconds; default 1m).
+// leaked-ENI sweep runs, a Go duration or whole seconds; default 1m) and
+// the Kubernetes side's (LoadKubeConfig).
 func LoadPoolConfig(cfg *Config, file string) error {
 	var data []byte
 	if file != "" {
@@ -343,7 +350,7 @@ func LoadPoolConfig(cfg *Config, file string) error {
 		}
 		cfg.LeakedENIInterval = d
 	}
-	return nil
+	return LoadKubeConfig(cfg)
 }
 
 // parseInterval reads whole seconds ("60") or a Go duration ("1m"), above 0,

@@ -16,6 +16,7 @@ import (
 // the policy has nothing more to do.
 func (a *Agent) run(ctx context.Context) {
 	defer a.arrivals.Wait()
+	defer a.background.Wait()
 	resync := time.NewTimer(0)
 	defer resync.Stop()
 	// nextResync is when the resync timer fires; resyncWithin brings it
@@ -47,6 +48,7 @@ func (a *Agent) run(ctx context.Context) {
 				resyncWithin(pendingRecheck)
 			}
 		case <-resync.C:
+			a.syncKube(ctx)
 			if err := a.resync(ctx); err != nil {
 				a.log.Warn("reconcile with EC2 failed", "err", err)
 				a.noteEC2Error("DescribeNetworkInterfaces", err)
@@ -179,7 +181,7 @@ func (a *Agent) setSoftBlock(err error) {
 func (a *Agent) decide(now time.Time) pool.Decision {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return pool.Decide(a.poolStateLocked(now), a.cfg.Pool, a.limits, now)
+	return pool.Decide(a.poolStateLocked(now), a.poolConfigLocked(), a.limits, now)
 }
 
 func (a *Agent) record(act pool.Decision, took time.Duration, err error) {

@@ -50,6 +50,10 @@ type Config struct {
 	// nowhere. CNIConfTemplate is a conflist file to write there instead of
 	// the default (vpc-pod alone).
 	CNIConfPath, CNIConfTemplate string
+
+	// Kube is how to reach the API server on Kubernetes (none: the agent
+	// has no Kubernetes side).
+	Kube KubeConfig
 }
 
 // Defaults for Config's own fields.

@@ -29,7 +29,18 @@ func (s *api) AddNetwork(ctx context.Context, req *nodeapi.AddNetworkRequest) (*
 	res, err := s.a.Add(ctx, req)
 	s.a.observe("add", start, err)
 	if err != nil {
+		if errors.Is(err, ErrExhausted) {
+			s.a.toKube(func(ctx context.Context, k *kube) { k.warn(ctx, "NoPodAddress", err.Error()) })
+		}
 		return nil, grpcError(err)
+	}
+	if s.a.cfg.Kube.AnnotatePodIP && req.GetPodName() != "" {
+		ns, name, ip := req.GetPodNamespace(), req.GetPodName(), res.Assignment.Address.String()
+		s.a.toKube(func(ctx context.Context, k *kube) {
+			if err := k.annotatePod(ctx, ns, name, ip); err != nil {
+				s.a.log.Warn("ANNOTATE_POD_IP", "err", err)
+			}
+		})
 	}
 	return s.a.reply(res), nil
 }
