@@ -62,7 +62,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(etcd kube-apiserver kubectl)
+[ ${#components[@]} -gt 0 ] || components=(etcd kube-apiserver kubectl kubelet kube-proxy kube-controller-manager kube-scheduler)
 
 missing() {
 	local c out=()

@@ -55,7 +55,7 @@ func serveArgs(name string) func(dir string) []string {
 
 func localUpCommand(name *string) *cobra.Command {
 	var cfg localvpc.Config
-	var vpcCIDR, faults, throttle string
+	var vpcCIDR, faults, throttle, kubeBin string
 	var subnets []string
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -109,9 +109,27 @@ func localUpCommand(name *string) *cobra.Command {
 				}
 			}
 			start := time.Now()
+			if cfg.Kubernetes {
+				if err := ensureKubernetesBinaries(kubeBin); err != nil {
+					return err
+				}
+				// Up again on a running cluster VPC completes the
+				// cluster (a node that failed to start, say).
+				if c, err := localvpc.Find(*name); err == nil && c.KubernetesAPI != "" {
+					return startCluster(cmd, c, kubeBin)
+				}
+			}
 			c, resumed, err := localvpc.Up(cmd.Context(), cfg, serveArgs(*name))
 			if err != nil {
 				return err
+			}
+			if cfg.Kubernetes {
+				if err := startCluster(cmd, c, kubeBin); err != nil {
+					return err
+				}
+				if c, err = localvpc.Find(*name); err != nil {
+					return err
+				}
 			}
 			c.Render(os.Stdout)
 			verb := "up"
@@ -126,6 +144,8 @@ func localUpCommand(name *string) *cobra.Command {
 	cmd.Flags().IntVar(&cfg.Instances, "instances", localvpc.DefaultInstances, "number of instances")
 	cmd.Flags().BoolVar(&cfg.ExternalHost, "external-host", false, "add a host outside the VPC, "+localvpc.ExternalHostAddr.String()+" in namespace NAME-ext, reached from instances as through an internet gateway")
 	cmd.Flags().BoolVar(&cfg.KubernetesNode, "kubernetes-node", false, "prepare every instance as an EKS node: net.ipv4.ip_forward=1, rp_filter loose (2)")
+	cmd.Flags().BoolVar(&cfg.Kubernetes, "kubernetes", false, "run a Kubernetes cluster on the VPC: the control plane on an ENI inside it, every instance a node (implies --kubernetes-node); `kubectl apply -k deploy/` then installs vpcnetd")
+	cmd.Flags().StringVar(&kubeBin, "kubernetes-bin", defaultKubeBin(), "where the Kubernetes binaries are (built there by scripts/install-kubernetes.sh when missing; env VPCNET_K8S_BIN)")
 	cmd.Flags().StringVar(&cfg.InstanceType, "instance-type", localvpc.DefaultInstanceType, "instance type (limits ENIs and addresses per ENI as on EC2)")
 	cmd.Flags().StringVar(&vpcCIDR, "vpc-cidr", "", "the VPC's IPv4 block (default 10.0.0.0/16)")
 	cmd.Flags().StringSliceVar(&subnets, "subnets", nil, "subnets as CIDR[@zone], e.g. 10.0.0.0/20@us-east-1a (default: two /20s in two zones)")
@@ -211,6 +231,11 @@ func localRestartCommand(name *string) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(os.Stderr, "control plane of %s restarted (pid %d)\n", c.Name, c.PID)
+			if c.KubernetesAPI != "" {
+				// The cluster's processes outlive the control plane;
+				// whatever of them died (a reboot) starts again.
+				return startCluster(cmd, c, defaultKubeBin())
+			}
 			return nil
 		},
 	}

@@ -27,6 +27,13 @@ type Config struct {
 	// node: net.ipv4.ip_forward=1 and loose reverse-path filtering (2) in
 	// its network namespace, so pods' traffic can be routed through it.
 	KubernetesNode bool `json:"kubernetesNode,omitempty"`
+	// Kubernetes runs a cluster on the VPC (`up --kubernetes`): its API
+	// server on an endpoint ENI inside the VPC, every instance a node
+	// (KubernetesNode too). KubernetesListen is where the control plane
+	// forwards the API server to in the root namespace, for kubectl on the
+	// machine; port 0 picks a free one, which is then kept.
+	Kubernetes       bool   `json:"kubernetes,omitempty"`
+	KubernetesListen string `json:"kubernetesListen,omitempty"`
 	// ExternalHost adds a host outside the VPC at ExternalHostAddr, in
 	// namespace NAME-ext, routed from the fabric as the internet is
 	// through an internet gateway (for tests of traffic leaving the VPC,
@@ -99,6 +106,12 @@ func (c Config) WithDefaults() Config {
 	if c.InstanceType == "" {
 		c.InstanceType = DefaultInstanceType
 	}
+	if c.Kubernetes {
+		c.KubernetesNode = true
+		if c.KubernetesListen == "" {
+			c.KubernetesListen = "127.0.0.1:0"
+		}
+	}
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:0"
 	}
@@ -161,6 +174,9 @@ func (c Config) conflicts(stored Config) []string {
 	}
 	if c.KubernetesNode && !stored.KubernetesNode {
 		differs("--kubernetes-node", true, false)
+	}
+	if c.Kubernetes && !stored.Kubernetes {
+		differs("--kubernetes", true, false)
 	}
 	if c.ExternalHost && !stored.ExternalHost {
 		differs("--external-host", true, false)

@@ -55,6 +55,11 @@ type Control struct {
 	// The host outside the VPC (`up --external-host`), empty without one.
 	ExternalHost      string `json:"externalHost,omitempty"`
 	ExternalNamespace string `json:"externalNamespace,omitempty"`
+	// The cluster (`up --kubernetes`): the API server as forwarded to the
+	// root namespace, and the kubeconfig for it (written once the cluster
+	// is up).
+	KubernetesAPI        string `json:"kubernetesApi,omitempty"`
+	KubernetesKubeconfig string `json:"kubeconfig,omitempty"`
 }
 
 // SubnetInfo summarises a subnet for people and scripts.
@@ -218,6 +223,11 @@ func (c *Control) RootEnv() [][2]string {
 	}
 	if c.ExternalHost != "" {
 		env = append(env, [2]string{EnvExternalHost, c.ExternalHost}, [2]string{EnvExternalNamespace, c.ExternalNamespace})
+	}
+	if c.KubernetesKubeconfig != "" {
+		if _, err := os.Stat(c.KubernetesKubeconfig); err == nil {
+			env = append(env, [2]string{"KUBECONFIG", c.KubernetesKubeconfig})
+		}
 	}
 	return env
 }

@@ -31,7 +31,7 @@ func (s *Server) spec(now time.Time) plan {
 	faults := s.faultsNow()
 	p := plan{state: st, spec: fabric.Spec{
 		Name:       s.cfg.Name,
-		LocalAddrs: []netip.Addr{IMDSv4, IMDSv6, VPCEndpointAddr(s.cfg)},
+		LocalAddrs: append([]netip.Addr{IMDSv4, IMDSv6, VPCEndpointAddr(s.cfg)}, endpointAddrs(st)...),
 	}}
 	if s.cfg.ExternalHost {
 		p.spec.External = ExternalHostAddr

@@ -48,6 +48,31 @@ func MountNamespacePath(stateDir, instanceID string) string {
 	return filepath.Join(instanceDir(stateDir, instanceID), "mnt")
 }
 
+// InstanceHostPath is where the machine sees path (absolute, with no
+// symbolic links) of an instance: under the instance's root if it lies in
+// one of its private directories, else path itself.
+func InstanceHostPath(stateDir, instanceID, path string) (string, error) {
+	plan, err := resolvedPlan()
+	if err != nil {
+		return "", err
+	}
+	best := bind{}
+	for _, b := range plan {
+		if b.Source != "" && (path == b.Target || strings.HasPrefix(path, b.Target+"/")) && len(b.Target) > len(best.Target) {
+			best = b
+		}
+	}
+	if best.Source == "" {
+		return path, nil
+	}
+	for _, b := range plan {
+		if b.Source == "" && len(b.Target) > len(best.Target) && (path == b.Target || strings.HasPrefix(path, b.Target+"/")) {
+			return path, nil // a shared directory inside the private one
+		}
+	}
+	return filepath.Join(instanceDir(stateDir, instanceID), "root", best.Source, strings.TrimPrefix(path, best.Target)), nil
+}
+
 // bind is one mount that makes an instance's file system.
 type bind struct {
 	Target string // the directory, as the instance sees it

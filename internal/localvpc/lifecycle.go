@@ -88,30 +88,37 @@ func Restart(ctx context.Context, name string, serveArgs func(dir string) []stri
 func resume(ctx context.Context, name string, serveArgs func(dir string) []string) (*Control, error) {
 	dir := StateDir(name)
 	if c, _ := Find(name); c != nil {
-		if err := keepEndpoint(dir, c.Endpoint); err != nil {
+		if err := keepEndpoint(dir, c); err != nil {
 			return nil, err
 		}
 	}
 	return start(ctx, name, serveArgs(dir))
 }
 
-// keepEndpoint pins the port the EC2 API got at `up` (when it asked for any
-// free one) in the configuration, so that a restarted control plane listens
-// where clients set up with `vpcnet local env` look for it.
-func keepEndpoint(dir, endpoint string) error {
+// keepEndpoint pins the ports the EC2 API and the Kubernetes API forward
+// got at `up` (when they asked for any free one) in the configuration, so
+// that a restarted control plane listens where clients set up with `vpcnet
+// local env` and the cluster's kubeconfig look for it.
+func keepEndpoint(dir string, c *Control) error {
 	cfg, err := readConfig(dir)
 	if err != nil {
 		return err
 	}
-	host, port, err := net.SplitHostPort(cfg.Listen)
-	if err != nil || port != "0" {
-		return nil
+	pin := func(listen *string, endpoint string) {
+		host, port, err := net.SplitHostPort(*listen)
+		if err != nil || port != "0" {
+			return
+		}
+		u, err := url.Parse(endpoint)
+		if err != nil || u.Port() == "" {
+			return
+		}
+		*listen = net.JoinHostPort(host, u.Port())
 	}
-	u, err := url.Parse(endpoint)
-	if err != nil || u.Port() == "" {
-		return nil
+	pin(&cfg.Listen, c.Endpoint)
+	if c.KubernetesAPI != "" {
+		pin(&cfg.KubernetesListen, c.KubernetesAPI)
 	}
-	cfg.Listen = net.JoinHostPort(host, u.Port())
 	return writeConfig(dir, cfg)
 }
 
@@ -177,6 +184,11 @@ func Down(name string) error {
 		return err
 	}
 	var errs []error
+	// The cluster's nodes first: their pods' addresses go back while
+	// vpcnetd and the EC2 API still answer.
+	if err := StopCluster(name); err != nil {
+		errs = append(errs, fmt.Errorf("failed to stop the cluster: %w", err))
+	}
 	if c, _ := Find(name); c != nil && proc.Alive(c.PID) {
 		if err := stopProcess(c.PID, 10*time.Second); err != nil {
 			errs = append(errs, err)

@@ -38,6 +38,9 @@ type Server struct {
 	// attachment it holds back may be due now.
 	replan chan struct{}
 
+	// kubeAPI is where the Kubernetes API is forwarded to (Kubernetes).
+	kubeAPI string
+
 	mu      sync.Mutex
 	faults  ec2api.Faults
 	control *Control
@@ -260,6 +263,17 @@ func (s *Server) listen(ctx context.Context, errc chan<- error) ([]server, error
 		}
 		lns = append(lns, listener{ln, l.handler})
 	}
+	if s.cfg.Kubernetes {
+		ln, err := net.Listen("tcp", s.cfg.KubernetesListen)
+		if err != nil {
+			for _, x := range lns {
+				x.ln.Close()
+			}
+			return nil, fmt.Errorf("failed to listen on %s for the Kubernetes API: %w", s.cfg.KubernetesListen, err)
+		}
+		s.kubeAPI = ln.Addr().String()
+		go s.forwardKubeAPI(ctx, ln)
+	}
 	var out []server
 	for _, l := range lns {
 		srv := &http.Server{Handler: l.handler, ReadHeaderTimeout: 10 * time.Second,
@@ -289,6 +303,10 @@ func (s *Server) publish(rootAddr string) error {
 	}
 	for _, v := range st.VPCs {
 		c.VPCID = v.ID
+	}
+	if s.kubeAPI != "" {
+		c.KubernetesAPI = "https://" + s.kubeAPI
+		c.KubernetesKubeconfig = filepath.Join(s.dir, ClusterDir, "kubeconfig")
 	}
 	if s.cfg.ExternalHost {
 		c.ExternalHost = ExternalHostAddr.String()

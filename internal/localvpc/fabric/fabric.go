@@ -198,3 +198,21 @@ func createInstance(name string) error {
 	}
 	return nil
 }
+
+// Dial connects from inside the fabric namespace of the local VPC name, for
+// the control plane to reach a service that listens there (the cluster's
+// API server on its endpoint ENI's address). The socket stays in the
+// fabric namespace; only the dial needs the thread switched.
+func Dial(ctx context.Context, name, network, address string) (net.Conn, error) {
+	path := netops.NamedNSPath(FabricNamespace(name))
+	var c net.Conn
+	err := ns.WithNetNSPath(path, func(ns.NetNS) error {
+		var err error
+		c, err = (&net.Dialer{}).DialContext(ctx, network, address)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to connect to %s %s in the fabric of local VPC %s: %w", network, address, name, err)
+	}
+	return c, nil
+}

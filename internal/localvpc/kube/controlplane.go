@@ -20,7 +20,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -45,6 +47,11 @@ type ControlPlane struct {
 	Port int
 	// ServiceCIDR is the ClusterIP range.
 	ServiceCIDR netip.Prefix
+	// Controllers: kube-controller-manager and kube-scheduler run too (a
+	// cluster whose pods get scheduled, service accounts made, endpoints
+	// kept); without them the API server stands alone, for tests that
+	// play the controllers' part.
+	Controllers bool
 }
 
 // DefaultServiceCIDR is the ClusterIP range of a local cluster: inside
@@ -68,6 +75,17 @@ func (c ControlPlane) URL() string {
 // Kubeconfig is the admin kubeconfig's path.
 func (c ControlPlane) Kubeconfig() string { return filepath.Join(c.Dir, "admin.kubeconfig") }
 
+// PKI is the cluster's credentials.
+func (c ControlPlane) PKI() PKI { return c.pki() }
+
+// components are the processes of the control plane, in start order.
+func (c ControlPlane) components() []string {
+	if c.Controllers {
+		return []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+	}
+	return []string{"etcd", "kube-apiserver"}
+}
+
 // pidsFile records the running processes (name -> pid and start time), so
 // that Stop, in this process or a later one, stops exactly them.
 func (c ControlPlane) pidsFile() string { return filepath.Join(c.Dir, "pids.json") }
@@ -88,7 +106,7 @@ func (c ControlPlane) Start(ctx context.Context) error {
 	if !c.ServiceCIDR.IsValid() {
 		c.ServiceCIDR = DefaultServiceCIDR
 	}
-	for _, b := range []string{"etcd", "kube-apiserver"} {
+	for _, b := range c.components() {
 		if _, err := os.Stat(filepath.Join(c.BinDir, b)); err != nil {
 			return fmt.Errorf("start the control plane: %s is not built (scripts/install-kubernetes.sh builds it): %w", b, err)
 		}
@@ -96,6 +114,8 @@ func (c ControlPlane) Start(ctx context.Context) error {
 	if c.running() {
 		return c.waitReady(ctx)
 	}
+	// What a crash or a reboot left of it goes; it all starts again.
+	c.Stop()
 	pki := c.pki()
 	if !pki.Exists() {
 		addrs := []netip.Addr{c.Addr, netip.MustParseAddr("127.0.0.1"), c.ServiceCIDR.Addr().Next()}
@@ -103,7 +123,7 @@ func (c ControlPlane) Start(ctx context.Context) error {
 			return fmt.Errorf("generate the cluster's certificates: %w", err)
 		}
 	}
-	if err := c.writeKubeconfig(); err != nil {
+	if err := WriteKubeconfig(c.Kubeconfig(), c.URL(), pki, "admin"); err != nil {
 		return err
 	}
 	if c.NetNS != "" {
@@ -147,6 +167,10 @@ func (c ControlPlane) Start(ctx context.Context) error {
 		"--service-account-key-file="+pki.SAPub(), "--service-account-signing-key-file="+pki.SAKey(),
 		"--service-cluster-ip-range="+c.ServiceCIDR.String(),
 		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=NodeRestriction",
+		"--kubelet-client-certificate="+pki.Cert("apiserver-kubelet-client"),
+		"--kubelet-client-key="+pki.Key("apiserver-kubelet-client"),
+		"--kubelet-preferred-address-types=InternalIP",
 		"--allow-privileged=true"); err != nil {
 		c.Stop()
 		return fmt.Errorf("start kube-apiserver: %w", err)
@@ -154,21 +178,21 @@ func (c ControlPlane) Start(ctx context.Context) error {
 	if err := c.waitReady(ctx); err != nil {
 		return fmt.Errorf("%w (logs: %s)", err, c.Dir)
 	}
+	// The controllers once the API server is ready: its RBAC bootstrap
+	// policy, which lets them in, exists only from then on.
+	if c.Controllers {
+		if err := c.startControllers(start); err != nil {
+			c.Stop()
+			return err
+		}
+	}
 	return nil
 }
 
 // running says whether the recorded processes all still run.
 func (c ControlPlane) running() bool {
 	pids, err := c.loadPIDs()
-	if err != nil || len(pids) != 2 {
-		return false
-	}
-	for _, p := range pids {
-		if !proc.Same(p.PID, p.Start) {
-			return false
-		}
-	}
-	return true
+	return err == nil && running(pids, c.components())
 }
 
 // Stop ends the control plane's processes (those recorded, and only if
@@ -176,7 +200,7 @@ func (c ControlPlane) running() bool {
 // PKI stay; Remove deletes them.
 func (c ControlPlane) Stop() {
 	pids, _ := c.loadPIDs()
-	for _, name := range []string{"kube-apiserver", "etcd"} {
+	for _, name := range slices.Backward(c.components()) {
 		if p, ok := pids[name]; ok && proc.Same(p.PID, p.Start) {
 			proc.Stop(p.PID, 10*time.Second)
 		}
@@ -184,19 +208,36 @@ func (c ControlPlane) Stop() {
 	_ = os.Remove(c.pidsFile())
 }
 
-func (c ControlPlane) savePIDs(pids map[string]pidRecord) error {
+func (c ControlPlane) savePIDs(pids map[string]pidRecord) error { return savePIDs(c.pidsFile(), pids) }
+
+func (c ControlPlane) loadPIDs() (map[string]pidRecord, error) { return loadPIDs(c.pidsFile()) }
+
+func savePIDs(path string, pids map[string]pidRecord) error {
 	b, _ := json.Marshal(pids)
-	return atomicfile.Write(c.pidsFile(), b, 0o600, 0o700)
+	return atomicfile.Write(path, b, 0o600, 0o700)
 }
 
-func (c ControlPlane) loadPIDs() (map[string]pidRecord, error) {
-	b, err := os.ReadFile(c.pidsFile())
+func loadPIDs(path string) (map[string]pidRecord, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	pids := map[string]pidRecord{}
 	return pids, json.Unmarshal(b, &pids)
 }
+
+// running says whether each of names was recorded and still runs.
+func running(pids map[string]pidRecord, names []string) bool {
+	for _, n := range names {
+		p, ok := pids[n]
+		if !ok || !proc.Same(p.PID, p.Start) {
+			return false
+		}
+	}
+	return true
+}
+
+func detachedAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setsid: true} }
 
 // waitReady polls the API server's /readyz as the admin until it answers
 // "ok" or ctx ends; the error carries the last answer.
@@ -283,17 +324,59 @@ func (c ControlPlane) dialContext(ctx context.Context, network, addr string) (ne
 	return conn, err
 }
 
-// writeKubeconfig writes the admin kubeconfig (certificates embedded, so
-// that it can be copied).
-func (c ControlPlane) writeKubeconfig() error {
+// startControllers issues the controller manager's and the scheduler's
+// certificates (once) and starts them. Both run beside the API server and
+// reach it at its address; neither elects a leader (there is one of each).
+func (c ControlPlane) startControllers(start func(name string, args ...string) error) error {
 	pki := c.pki()
+	for _, id := range []struct{ name, cn string }{
+		{"kube-controller-manager", "system:kube-controller-manager"},
+		{"kube-scheduler", "system:kube-scheduler"},
+	} {
+		if _, err := os.Stat(pki.Cert(id.name)); err != nil {
+			if err := pki.Issue(id.name, Subject{CN: id.cn}); err != nil {
+				return err
+			}
+		}
+		if err := WriteKubeconfig(filepath.Join(c.Dir, id.name+".kubeconfig"), c.URL(), pki, id.name); err != nil {
+			return err
+		}
+	}
+	kc := func(name string) string { return filepath.Join(c.Dir, name+".kubeconfig") }
+	if err := start("kube-controller-manager",
+		"--kubeconfig="+kc("kube-controller-manager"),
+		"--authentication-kubeconfig="+kc("kube-controller-manager"),
+		"--authorization-kubeconfig="+kc("kube-controller-manager"),
+		"--service-account-private-key-file="+pki.SAKey(),
+		"--root-ca-file="+pki.CACert(),
+		"--use-service-account-credentials=true",
+		"--service-cluster-ip-range="+c.ServiceCIDR.String(),
+		"--leader-elect=false",
+		"--bind-address=127.0.0.1"); err != nil {
+		return fmt.Errorf("start kube-controller-manager: %w", err)
+	}
+	if err := start("kube-scheduler",
+		"--kubeconfig="+kc("kube-scheduler"),
+		"--authentication-kubeconfig="+kc("kube-scheduler"),
+		"--authorization-kubeconfig="+kc("kube-scheduler"),
+		"--leader-elect=false",
+		"--bind-address=127.0.0.1"); err != nil {
+		return fmt.Errorf("start kube-scheduler: %w", err)
+	}
+	return nil
+}
+
+// WriteKubeconfig writes a kubeconfig for the API server at server, as the
+// identity whose certificate the PKI holds under name (certificates
+// embedded, so that the file can be copied).
+func WriteKubeconfig(path, server string, pki PKI, name string) error {
 	read := func(p string) (string, error) {
 		b, err := os.ReadFile(p)
 		return base64.StdEncoding.EncodeToString(b), err
 	}
 	ca, err1 := read(pki.CACert())
-	crt, err2 := read(pki.AdminCert())
-	key, err3 := read(pki.AdminKey())
+	crt, err2 := read(pki.Cert(name))
+	key, err3 := read(pki.Key(name))
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return fmt.Errorf("read the cluster's certificates: %w", err)
 	}
@@ -301,11 +384,11 @@ func (c ControlPlane) writeKubeconfig() error {
 	cfg := map[string]any{
 		"apiVersion": "v1", "kind": "Config", "current-context": "vpcnet",
 		"clusters": []any{map[string]any{"name": "vpcnet", "cluster": map[string]any{
-			"server": c.URL(), "certificate-authority-data": ca}}},
-		"users": []any{map[string]any{"name": "admin", "user": map[string]any{
+			"server": server, "certificate-authority-data": ca}}},
+		"users": []any{map[string]any{"name": name, "user": map[string]any{
 			"client-certificate-data": crt, "client-key-data": key}}},
-		"contexts": []any{map[string]any{"name": "vpcnet", "context": map[string]any{"cluster": "vpcnet", "user": "admin"}}},
+		"contexts": []any{map[string]any{"name": "vpcnet", "context": map[string]any{"cluster": "vpcnet", "user": name}}},
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
-	return atomicfile.Write(c.Kubeconfig(), b, 0o600, 0o700)
+	return atomicfile.Write(path, b, 0o600, 0o700)
 }
