@@ -50,7 +50,7 @@ func TestAgentOnKubernetes(t *testing.T) {
 	if err := cp.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, cp: cp, bin: bin}
+	c := newCluster(t, cp, bin)
 	c.mustKubectl("", "apply", "-f", filepath.Join(deployDir(t, "vpcnetd"), "eniconfig-crd.yaml"))
 	c.mustKubectl("", "wait", "--for=condition=Established", "--timeout=60s", "crd/eniconfigs.vpcnet.io")
 	node := "ip-" + strings.ReplaceAll(inst.PrivateIP, ".", "-") + ".ec2.internal"

@@ -43,11 +43,16 @@ func binDir(t *testing.T) string {
 	return dir
 }
 
-// cluster is a control plane and a kubectl that reaches it.
+// cluster is a kubectl that reaches an API server: from inside netns
+// (empty: the machine's namespace) with kubeconfig.
 type cluster struct {
-	t   *testing.T
-	cp  kube.ControlPlane
-	bin string
+	t                 *testing.T
+	bin               string
+	kubeconfig, netns string
+}
+
+func newCluster(t *testing.T, cp kube.ControlPlane, bin string) *cluster {
+	return &cluster{t: t, bin: bin, kubeconfig: cp.Kubeconfig(), netns: cp.NetNS}
 }
 
 func startCluster(t *testing.T) *cluster {
@@ -65,7 +70,7 @@ func startCluster(t *testing.T) *cluster {
 		}
 		t.Fatal(err)
 	}
-	return &cluster{t: t, cp: cp, bin: bin}
+	return newCluster(t, cp, bin)
 }
 
 func tail(s string, n int) string {
@@ -81,8 +86,11 @@ func tail(s string, n int) string {
 // expect refusals.
 func (c *cluster) kubectl(stdin string, args ...string) (string, error) {
 	c.t.Helper()
-	argv := append([]string{"--net=" + c.cp.NetNS, "--", filepath.Join(c.bin, "kubectl"), "--kubeconfig", c.cp.Kubeconfig()}, args...)
-	cmd := exec.Command("nsenter", argv...)
+	argv := append([]string{filepath.Join(c.bin, "kubectl"), "--kubeconfig", c.kubeconfig}, args...)
+	if c.netns != "" {
+		argv = append([]string{"nsenter", "--net=" + c.netns, "--"}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
