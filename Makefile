@@ -19,7 +19,7 @@ TESTPKGS  ?= ./...
 # Where scripts/install-kubernetes.sh keeps the Kubernetes binaries (outside the repository).
 K8S_CACHE ?= /var/cache/vpcnet/kubernetes-v1.36.1
 
-.PHONY: all build deps kubernetes test bench demo clean fmt vet proto
+.PHONY: all build deps kubernetes test bench demo demo-kubernetes clean fmt vet proto
 
 all: build
 
@@ -32,7 +32,7 @@ build:
 deps:
 	@scripts/install-deps.sh
 
-## kubernetes: build etcd, kube-apiserver and kubectl of the pinned release once per machine (cached in K8S_CACHE)
+## kubernetes: build etcd and the Kubernetes binaries of the pinned release once per machine (cached in K8S_CACHE)
 kubernetes:
 	@VPCNET_K8S_CACHE=$(K8S_CACHE) scripts/install-kubernetes.sh
 
@@ -51,6 +51,10 @@ bench: deps build
 ## demo: the main job, run on a local VPC, cleaned up afterwards
 demo: deps build
 	VPCNET_BIN_DIR=$(BIN) scripts/demo.sh
+
+## demo-kubernetes: a cluster on a local VPC, vpcnetd as a DaemonSet, pods across nodes; cleaned up afterwards
+demo-kubernetes: deps kubernetes build
+	VPCNET_BIN_DIR=$(BIN) VPCNET_K8S_BIN=$(K8S_CACHE)/bin scripts/demo-kubernetes.sh
 
 ## proto: regenerate the agent API's Go code (needs protoc: apt-get install protobuf-compiler)
 proto:

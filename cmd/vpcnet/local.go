@@ -202,16 +202,17 @@ func stopLocalTasks(ctl *localvpc.Control) {
 			c.Stdout, c.Stderr = os.Stderr, os.Stderr
 			return c
 		}
-		if c := gc(); netops.StartIn(netops.NamedNSPath(in.Namespace), c) == nil {
-			_ = c.Wait()
-		}
-		// Quiet unless the instance's own view held tasks.
-		var out bytes.Buffer
-		if c := gc(); ctl.StartOnInstance(in.ID, withOutput(c, &out)) == nil {
-			if err := c.Wait(); err != nil || !strings.Contains(out.String(), "finished 0 task(s) [], deleted 0 orphan ENI(s) [], removed 0 orphan namespace(s) []") {
-				os.Stderr.Write(out.Bytes())
+		// Quiet unless a view held tasks.
+		quiet := func(start func(*exec.Cmd) error) {
+			var out bytes.Buffer
+			if c := gc(); start(withOutput(c, &out)) == nil {
+				if err := c.Wait(); err != nil || !strings.Contains(out.String(), "finished 0 task(s) [], deleted 0 orphan ENI(s) [], removed 0 orphan namespace(s) []") {
+					os.Stderr.Write(out.Bytes())
+				}
 			}
 		}
+		quiet(func(c *exec.Cmd) error { return netops.StartIn(netops.NamedNSPath(in.Namespace), c) })
+		quiet(func(c *exec.Cmd) error { return ctl.StartOnInstance(in.ID, c) })
 	}
 }
 
