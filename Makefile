@@ -45,8 +45,8 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 ## bench: benchmarks side by side with the reference plugins; prints tables
-bench: deps build
-	VPCNET_BIN_DIR=$(BIN) scripts/bench.sh
+bench: deps kubernetes build
+	VPCNET_BIN_DIR=$(BIN) VPCNET_K8S_BIN=$(K8S_CACHE)/bin scripts/bench.sh
 
 ## demo: the main job, run on a local VPC, cleaned up afterwards
 demo: deps build

@@ -6,7 +6,7 @@
 // podfleet). It runs as root and creates only namespaces named vpcb-* and
 // local VPCs named vpcb*, removed when it ends.
 //
-//	go run ./test/bench [-n 40] [-sections cni,ipam,localvpc,task,pods]
+//	go run ./test/bench [-n 40] [-sections cni,ipam,localvpc,task,pods,kubernetes]
 //
 // The binaries come from VPCNET_BIN_DIR (make bench sets it to bin/).
 package main
@@ -26,7 +26,7 @@ import (
 
 var (
 	iterations = flag.Int("n", 40, "iterations per measurement")
-	sections   = flag.String("sections", "cni,ipam,localvpc,task,pods", "comma-separated sections to run (pods is every pod* section)")
+	sections   = flag.String("sections", "cni,ipam,localvpc,task,pods,kubernetes", "comma-separated sections to run (pods is every pod* section)")
 	binDir     = flag.String("bin", os.Getenv("VPCNET_BIN_DIR"), "directory of the vpcnet binaries")
 	refDir     = flag.String("ref", "/usr/lib/cni", "directory of the reference CNI plugins")
 )
@@ -53,11 +53,12 @@ func main() {
 	defer cleanLeftovers()
 	fmt.Printf("# vpcnet benchmarks\n\n%s, %d CPUs, %s, n=%d per row\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), kernel(), *iterations)
 	run := map[string]func(){
-		"cni":      benchCNI,
-		"ipam":     benchIPAM,
-		"localvpc": benchLocalVPC,
-		"task":     benchTask,
-		"pods":     benchPods,
+		"cni":        benchCNI,
+		"ipam":       benchIPAM,
+		"localvpc":   benchLocalVPC,
+		"task":       benchTask,
+		"pods":       benchPods,
+		"kubernetes": benchKubernetes,
 	}
 	for _, s := range podSections {
 		run[s.name] = func() { runPodSection(s.name, s.run) }
