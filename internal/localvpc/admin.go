@@ -14,13 +14,16 @@ import (
 )
 
 // Render writes the local VPC for a person: endpoints, default group,
-// external host, subnets and instances.
+// external host, the cluster's API, subnets and instances.
 func (c *Control) Render(w io.Writer) {
 	fmt.Fprintf(w, "local VPC %s (%s) in %s, control plane pid %d\n", c.Name, c.VPCID, c.Region, c.PID)
 	fmt.Fprintf(w, "EC2 API: %s (root namespace), %s (inside the VPC)\n", c.Endpoint, c.VPCEndpoint)
 	fmt.Fprintf(w, "default security group: %s\n", c.DefaultGroup)
 	if c.ExternalHost != "" {
 		fmt.Fprintf(w, "external host: %s (namespace %s), outside the VPC\n", c.ExternalHost, c.ExternalNamespace)
+	}
+	if c.KubernetesAPI != "" {
+		fmt.Fprintf(w, "Kubernetes API: %s (root namespace, forwarded to the API server's endpoint ENI); KUBECONFIG=%s\n", c.KubernetesAPI, c.KubernetesKubeconfig)
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,7 +46,9 @@ const webService = `{"apiVersion":"v1","kind":"Service","metadata":{"name":"web"
 // address; the vpcnetd pod deleted and recreated keeps every pod's
 // address and connectivity; a drained node's pods move and get the other
 // node's addresses; deleted pods' addresses return to the pool after the
-// cooldown; `down` leaves the machine as it was.
+// cooldown; kill -9 of a node's kubelet, containerd and kube-proxy and of
+// the VPC's control plane, then `vpcnet local restart`, keeps every pod;
+// `down` leaves the machine as it was.
 func TestClusterOnLocalVPC(t *testing.T) {
 	kbin := binDir(t)
 	if miss := localvpc.MissingClusterBinaries(kbin); len(miss) > 0 {
@@ -214,6 +217,49 @@ func TestClusterOnLocalVPC(t *testing.T) {
 		return nil
 	})
 	c.mustKubectl("", "uncordon", a.node)
+
+	// kill -9 of b's node (kubelet, containerd, kube-proxy) and of the
+	// local VPC's control plane; `vpcnet local restart` brings the
+	// control plane back and starts what of the cluster died. The pods,
+	// whose containers outlived containerd, keep their addresses and
+	// connectivity; the node turns Ready again.
+	pods = webPods(t, c)
+	var pidsOfB map[string]struct{ PID int }
+	b2, _ := os.ReadFile(filepath.Join(v.StateDir, localvpc.ClusterDir, "nodes", nodes[b.node].ID, "pids.json"))
+	mustJSON(t, string(b2), &pidsOfB)
+	for _, name := range []string{"kubelet", "containerd", "kube-proxy"} {
+		if err := syscall.Kill(pidsOfB[name].PID, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill -9 %s of %s: %v", name, b.node, err)
+		}
+	}
+	if err := syscall.Kill(v.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(v.Bin, "local", "restart", "--name", v.Name).CombinedOutput(); err != nil {
+		t.Fatalf("vpcnet local restart: %v\n%s", err, out)
+	}
+	c.mustKubectl("", "wait", "--for=condition=Ready", "node/"+b.node, "--timeout=120s")
+	testenv.Eventually(t, 60*time.Second, func() error {
+		after := webPods(t, c)
+		for _, p := range pods.running() {
+			if q, ok := after.byName(p.name); !ok || q.ip != p.ip || q.phase != "Running" {
+				return fmt.Errorf("pod %s had %s before its node's processes were killed; after: %+v", p.name, p.ip, q)
+			}
+		}
+		return nil
+	})
+	// The restarted kubelet serves exec once it has synced its pods.
+	x := pods.running()[0]
+	testenv.Eventually(t, 60*time.Second, func() error {
+		got, err := c.kubectl("", "exec", x.name, "--", "wget", "-qO-", "http://"+svcIP+"/")
+		if err != nil {
+			return err
+		}
+		if !strings.HasPrefix(strings.TrimSpace(got), "web-") {
+			return fmt.Errorf("after the restart, %s fetched %q through the Service", x.name, got)
+		}
+		return nil
+	})
 }
 
 // webPod is a pod of the web Deployment.

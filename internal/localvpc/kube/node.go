@@ -108,10 +108,11 @@ const ContainerdSocket = "/run/containerd/containerd.sock"
 func (n Node) pidsFile() string { return filepath.Join(n.Dir, "pids.json") }
 
 // StartNode writes the node's configuration and certificates, starts
-// containerd (importing the images), the kubelet and kube-proxy, unless
-// they run already (a second call changes nothing), and returns once each
-// is started; the node registers itself with the API server within
-// seconds.
+// containerd (importing the images), the kubelet and kube-proxy, each
+// unless it runs already (a second call changes nothing), and returns
+// once each is started; the node registers itself with the API server
+// within seconds. A failure leaves what started running: StartNode again
+// completes the node, Stop removes it.
 func (n Node) StartNode(ctx context.Context) error {
 	for _, b := range []string{"kubelet", "kube-proxy"} {
 		if _, err := os.Stat(filepath.Join(n.BinDir, b)); err != nil {
@@ -122,8 +123,16 @@ func (n Node) StartNode(ctx context.Context) error {
 	if running(pids, nodeComponents) {
 		return nil
 	}
-	// Whatever half of the node a crash left is stopped first.
-	n.stopProcesses(pids)
+	if pids == nil {
+		pids = map[string]pidRecord{}
+	}
+	// Only what is not running starts: a node whose kubelet or containerd
+	// died (a crash, a reboot) keeps its running pods, as a real node does
+	// when its kubelet restarts (containerd finds its shims again).
+	alive := func(name string) bool {
+		p, ok := pids[name]
+		return ok && proc.Same(p.PID, p.Start)
+	}
 	if err := n.writeConfig(); err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
@@ -133,8 +142,10 @@ func (n Node) StartNode(ctx context.Context) error {
 	if err := n.confine(ctx); err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
-	pids = map[string]pidRecord{}
 	start := func(name string, argv ...string) error {
+		if alive(name) {
+			return nil
+		}
 		logf, err := os.OpenFile(filepath.Join(n.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
 			return err
@@ -145,24 +156,28 @@ func (n Node) StartNode(ctx context.Context) error {
 		cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
 		cmd.SysProcAttr = detachedAttr()
 		if err := n.Start(cmd); err != nil {
-			return fmt.Errorf("start %s: %w", name, err)
+			return fmt.Errorf("node %s: start %s: %w", n.Name, name, err)
 		}
 		pids[name] = pidRecord{PID: cmd.Process.Pid, Start: proc.StartTime(cmd.Process.Pid)}
 		_ = cmd.Process.Release()
 		return savePIDs(n.pidsFile(), pids)
 	}
 	conf := func(f string) string { return filepath.Join(n.ConfDir, f) }
+	fresh := !alive("containerd")
 	if err := start("containerd", "containerd", "--config", conf("containerd.toml")); err != nil {
-		return fmt.Errorf("node %s: %w", n.Name, err)
+		return err
 	}
 	if err := n.waitContainerd(ctx, pids["containerd"]); err != nil {
-		n.Stop()
 		return fmt.Errorf("node %s: %w (log: %s)", n.Name, err, filepath.Join(n.Dir, "containerd.log"))
 	}
-	for _, img := range n.Images {
-		if err := n.host(ctx, "ctr", "--address", n.HostContainerdSocket, "--namespace", "k8s.io", "images", "import", img); err != nil {
-			n.Stop()
-			return fmt.Errorf("node %s: import %s: %w", n.Name, filepath.Base(img), err)
+	if fresh {
+		// Images are kept in containerd's content store; importing
+		// again after a restart is cheap and mends a store a crash cut
+		// short.
+		for _, img := range n.Images {
+			if err := n.host(ctx, "ctr", "--address", n.HostContainerdSocket, "--namespace", "k8s.io", "images", "import", img); err != nil {
+				return fmt.Errorf("node %s: import %s: %w", n.Name, filepath.Base(img), err)
+			}
 		}
 	}
 	labels := []string{
@@ -173,14 +188,9 @@ func (n Node) StartNode(ctx context.Context) error {
 		"--config="+conf("kubelet.json"), "--kubeconfig="+conf("kubelet.kubeconfig"),
 		"--hostname-override="+n.Name, "--node-ip="+n.IP.String(),
 		"--node-labels="+strings.Join(labels, ","), "--v=1"); err != nil {
-		n.Stop()
-		return fmt.Errorf("node %s: %w", n.Name, err)
+		return err
 	}
-	if err := start("kube-proxy", filepath.Join(n.BinDir, "kube-proxy"), "--config="+conf("kube-proxy.json"), "--v=1"); err != nil {
-		n.Stop()
-		return fmt.Errorf("node %s: %w", n.Name, err)
-	}
-	return nil
+	return start("kube-proxy", filepath.Join(n.BinDir, "kube-proxy"), "--config="+conf("kube-proxy.json"), "--v=1")
 }
 
 // run runs a command on the instance and waits for it.
