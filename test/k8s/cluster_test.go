@@ -436,3 +436,65 @@ func grepLines(s, prefix string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestClusterUpKilled kills `vpcnet local up --kubernetes` with SIGKILL
+// while it starts the nodes: `up --kubernetes` again completes the cluster
+// (both nodes register), and `down` leaves the machine as it was.
+func TestClusterUpKilled(t *testing.T) {
+	kbin := binDir(t)
+	if miss := localvpc.MissingClusterBinaries(kbin); len(miss) > 0 {
+		testenv.Skip(t, fmt.Sprintf("the Kubernetes binaries %v are not built: make test runs scripts/install-kubernetes.sh", miss))
+	}
+	testenv.Privileged(t)
+	bin := testenv.Binary(t, "vpcnet")
+	for _, b := range []string{"vpcnetd", "vpc-pod", "vpcnet-pause"} {
+		testenv.Binary(t, b)
+	}
+	before := hostState(t)
+	name := localvpctest.NamePrefix + "kc" + testenv.RandomHex(3)
+	t.Cleanup(func() {
+		if out, err := exec.Command(bin, "local", "down", "--name", name).CombinedOutput(); err != nil {
+			t.Errorf("vpcnet local down: %v\n%s", err, out)
+		}
+		if after := hostState(t); !after.equal(before) {
+			t.Errorf("the machine after down differs:\n%s", testenv.LineDiff(before.String(), after.String()))
+		}
+	})
+	up := exec.Command(bin, "local", "up", "--name", name, "--kubernetes")
+	stderr, err := up.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Killed once it has started the first node's processes.
+	var seen strings.Builder
+	buf := make([]byte, 4096)
+	for !strings.Contains(seen.String(), "node ip-") {
+		n, err := stderr.Read(buf)
+		seen.Write(buf[:n])
+		if err != nil {
+			t.Fatalf("up ended before starting a node: %v\n%s", err, seen.String())
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	_ = up.Process.Kill()
+	_ = up.Wait()
+
+	out, err := exec.Command(bin, "local", "up", "--name", name, "--kubernetes").CombinedOutput()
+	if err != nil {
+		t.Fatalf("up --kubernetes after the kill: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "2 nodes registered") {
+		t.Errorf("up --kubernetes after the kill:\n%s", out)
+	}
+	ctl, err := localvpc.Find(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{t: t, bin: kbin, kubeconfig: ctl.KubernetesKubeconfig}
+	if got := strings.Fields(c.mustKubectl("", "get", "nodes", "-o", "name")); len(got) != 2 {
+		t.Errorf("nodes after the completed up: %v", got)
+	}
+}

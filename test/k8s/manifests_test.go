@@ -18,6 +18,7 @@ import (
 	"net/netip"
 
 	"github.com/vpcnet/vpcnet/internal/localvpc/kube"
+	"github.com/vpcnet/vpcnet/internal/localvpc/localvpctest"
 	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
@@ -25,6 +26,8 @@ const nsTag = "k8s"
 
 func TestMain(m *testing.M) {
 	testenv.CleanLeftovers(nsTag)
+	localvpctest.CleanLeftovers("kc")
+	localvpctest.CleanLeftovers("k8a")
 	os.Exit(m.Run())
 }
 

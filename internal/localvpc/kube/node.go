@@ -163,21 +163,18 @@ func (n Node) StartNode(ctx context.Context) error {
 		return savePIDs(n.pidsFile(), pids)
 	}
 	conf := func(f string) string { return filepath.Join(n.ConfDir, f) }
-	fresh := !alive("containerd")
 	if err := start("containerd", "containerd", "--config", conf("containerd.toml")); err != nil {
 		return err
 	}
 	if err := n.waitContainerd(ctx, pids["containerd"]); err != nil {
 		return fmt.Errorf("node %s: %w (log: %s)", n.Name, err, filepath.Join(n.Dir, "containerd.log"))
 	}
-	if fresh {
-		// Images are kept in containerd's content store; importing
-		// again after a restart is cheap and mends a store a crash cut
-		// short.
-		for _, img := range n.Images {
-			if err := n.host(ctx, "ctr", "--address", n.HostContainerdSocket, "--namespace", "k8s.io", "images", "import", img); err != nil {
-				return fmt.Errorf("node %s: import %s: %w", n.Name, filepath.Base(img), err)
-			}
+	// Imported whenever the node starts (a start a crash cut short may
+	// have left the content store without them); an image that is there
+	// already costs a moment.
+	for _, img := range n.Images {
+		if err := n.host(ctx, "ctr", "--address", n.HostContainerdSocket, "--namespace", "k8s.io", "images", "import", img); err != nil {
+			return fmt.Errorf("node %s: import %s: %w", n.Name, filepath.Base(img), err)
 		}
 	}
 	labels := []string{
