@@ -122,7 +122,10 @@ func StartCluster(ctx context.Context, c *Control, o ClusterOptions) error {
 		return err
 	}
 	// Nodes answer the API server (logs, exec, port-forward) on the
-	// kubelet's port, as EKS's cluster security group lets them.
+	// kubelet's port: the rule EKS's cluster security group has. The
+	// fabric does not filter what its own services send (they connect
+	// from the fabric's gateway address), so here the rule documents the
+	// permission in EC2 rather than enforcing it.
 	if err := allowFrom(ctx, ec, c.DefaultGroup, apiAddr, 10250); err != nil {
 		return err
 	}
