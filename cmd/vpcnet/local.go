@@ -144,7 +144,7 @@ func localUpCommand(name *string) *cobra.Command {
 	cmd.Flags().IntVar(&cfg.Instances, "instances", localvpc.DefaultInstances, "number of instances")
 	cmd.Flags().BoolVar(&cfg.ExternalHost, "external-host", false, "add a host outside the VPC, "+localvpc.ExternalHostAddr.String()+" in namespace NAME-ext, reached from instances as through an internet gateway")
 	cmd.Flags().BoolVar(&cfg.KubernetesNode, "kubernetes-node", false, "prepare every instance as an EKS node: net.ipv4.ip_forward=1, rp_filter loose (2)")
-	cmd.Flags().BoolVar(&cfg.Kubernetes, "kubernetes", false, "run a Kubernetes cluster on the VPC: the control plane on an ENI inside it, every instance a node (implies --kubernetes-node); `kubectl apply -k deploy/` then installs vpcnetd")
+	cmd.Flags().BoolVar(&cfg.Kubernetes, "kubernetes", false, "run a Kubernetes cluster on the VPC: the control plane on an ENI inside it, every instance a node (implies --kubernetes-node); then kubectl apply -k deploy/ installs vpcnetd")
 	cmd.Flags().StringVar(&kubeBin, "kubernetes-bin", defaultKubeBin(), "where the Kubernetes binaries are (built there by scripts/install-kubernetes.sh when missing; env VPCNET_K8S_BIN)")
 	cmd.Flags().StringVar(&cfg.InstanceType, "instance-type", localvpc.DefaultInstanceType, "instance type (limits ENIs and addresses per ENI as on EC2)")
 	cmd.Flags().StringVar(&vpcCIDR, "vpc-cidr", "", "the VPC's IPv4 block (default 10.0.0.0/16)")
