@@ -10,7 +10,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcnet/vpcnet/internal/netops"
@@ -98,7 +97,7 @@ func (k *KernelNetwork) WaitDevice(ctx context.Context, e *ENI) error {
 
 // HasLink implements NodeNetwork.
 func (k *KernelNetwork) HasLink(name string) bool {
-	_, err := netlink.LinkByName(name)
+	_, err := netops.LinkByName(name)
 	return err == nil
 }
 
@@ -113,12 +112,12 @@ func (k *KernelNetwork) SetupENI(e *ENI, mtu int) error {
 	}
 	name := link.Attrs().Name
 	if mtu > 0 && link.Attrs().MTU != mtu {
-		if err := netlink.LinkSetMTU(link, mtu); err != nil {
-			return fmt.Errorf("set the MTU of %s (ENI %s) to %d: %w", name, e.ID, mtu, err)
+		if err := netops.SetMTU(link, mtu); err != nil {
+			return fmt.Errorf("ENI %s: %w", e.ID, err)
 		}
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
-		return fmt.Errorf("bring up %s (ENI %s): %w", name, e.ID, err)
+	if err := netops.SetLinkUp(link); err != nil {
+		return fmt.Errorf("ENI %s: %w", e.ID, err)
 	}
 	// A routed ENI answers for its own source address only on its own
 	// link; rp_filter loose keeps the kernel from dropping replies that
