@@ -16,23 +16,7 @@ V="$BIN/vpcnet"
 NAME=${VPCNET_DEMO_NAME:-vpcnet-k8s-demo}
 export PATH="${VPCNET_K8S_BIN:-/var/cache/vpcnet/kubernetes-v1.36.1/bin}:$PATH"
 START=$(date +%s)
-failures=0
-
-if [ -t 1 ]; then bold=$'\e[1m'; green=$'\e[32m'; red=$'\e[31m'; off=$'\e[0m'; else bold= green= red= off=; fi
-section() { printf '\n%s== %s%s\n' "$bold" "$*" "$off"; }
-say() { printf '   %s\n' "$*"; }
-indent() { sed 's/^/   /'; }
-check() {
-	local desc=$1 out
-	shift
-	if out=$("$@" 2>&1); then
-		printf '   %sok%s    %s\n' "$green" "$off" "$desc"
-	else
-		printf '   %sFAIL%s  %s\n' "$red" "$off" "$desc"
-		printf '%s\n' "$out" | sed 's/^/         /'
-		failures=$((failures + 1))
-	fi
-}
+source "$(dirname "$0")/demo-lib.sh"
 
 cleanup() {
 	local rc=$?

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -17,7 +14,6 @@ import (
 
 	"github.com/vpcnet/vpcnet/internal/localvpc"
 	"github.com/vpcnet/vpcnet/internal/localvpc/ec2api"
-	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
 func localCommand() *cobra.Command {
@@ -163,62 +159,6 @@ func parseSubnet(s string) (localvpc.SubnetConfig, error) {
 		return localvpc.SubnetConfig{}, fmt.Errorf("--subnets %q: %w", s, err)
 	}
 	return localvpc.SubnetConfig{CIDR: p.Masked(), Zone: zone}, nil
-}
-
-func localDownCommand(name *string) *cobra.Command {
-	return &cobra.Command{
-		Use:   "down",
-		Short: "Stop a local VPC and remove everything it made",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if ctl, err := localvpc.Find(*name); err == nil {
-				stopLocalTasks(ctl)
-			}
-			if err := localvpc.Down(*name); err != nil {
-				return err
-			}
-			fmt.Fprintf(os.Stderr, "local VPC %s is down\n", *name)
-			return nil
-		},
-	}
-}
-
-// stopLocalTasks tears down the tasks running on a local VPC's instances
-// while its EC2 API still answers, so their ENIs are released properly.
-// Tasks keep their state where the launcher that started them saw
-// /var/lib: the instance's own (started through `vpcnet local exec`), or
-// the machine's (`vpcnet task run` in the root namespace re-executes
-// itself in the instance's network namespace only), so both are asked, the
-// machine's first: GC in one view takes the other's tasks for orphans.
-func stopLocalTasks(ctl *localvpc.Control) {
-	exe, err := os.Executable()
-	if err != nil {
-		return
-	}
-	for _, in := range ctl.Instances {
-		gc := func() *exec.Cmd {
-			c := exec.Command(exe, "task", "gc", "--stop-all", "--local", ctl.Name, "--instance", in.ID)
-			c.Env = ctl.InstanceEnv(os.Environ(), in.ID)
-			c.Stdout, c.Stderr = os.Stderr, os.Stderr
-			return c
-		}
-		// Quiet unless a view held tasks.
-		quiet := func(start func(*exec.Cmd) error) {
-			var out bytes.Buffer
-			if c := gc(); start(withOutput(c, &out)) == nil {
-				if err := c.Wait(); err != nil || !strings.Contains(out.String(), "finished 0 task(s) [], deleted 0 orphan ENI(s) [], removed 0 orphan namespace(s) []") {
-					os.Stderr.Write(out.Bytes())
-				}
-			}
-		}
-		quiet(func(c *exec.Cmd) error { return netops.StartIn(netops.NamedNSPath(in.Namespace), c) })
-		quiet(func(c *exec.Cmd) error { return ctl.StartOnInstance(in.ID, c) })
-	}
-}
-
-func withOutput(c *exec.Cmd, w io.Writer) *exec.Cmd {
-	c.Stdout, c.Stderr = w, w
-	return c
 }
 
 func localRestartCommand(name *string) *cobra.Command {
