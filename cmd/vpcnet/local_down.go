@@ -1,17 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
-	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/vpcnet/vpcnet/internal/localvpc"
-	"github.com/vpcnet/vpcnet/internal/netops"
 )
 
 func localDownCommand(name *string) *cobra.Command {
@@ -46,26 +42,12 @@ func stopLocalTasks(ctl *localvpc.Control) {
 	}
 	for _, in := range ctl.Instances {
 		gc := func() *exec.Cmd {
-			c := exec.Command(exe, "task", "gc", "--stop-all", "--local", ctl.Name, "--instance", in.ID)
-			c.Env = ctl.InstanceEnv(os.Environ(), in.ID)
+			c := exec.Command(exe, "task", "gc", "--stop-all", "--quiet", "--local", ctl.Name, "--instance", in.ID)
 			c.Stdout, c.Stderr = os.Stderr, os.Stderr
 			return c
 		}
-		// Quiet unless a view held tasks.
-		quiet := func(start func(*exec.Cmd) error) {
-			var out bytes.Buffer
-			if c := gc(); start(withOutput(c, &out)) == nil {
-				if err := c.Wait(); err != nil || !strings.Contains(out.String(), "finished 0 task(s) [], deleted 0 orphan ENI(s) [], removed 0 orphan namespace(s) []") {
-					os.Stderr.Write(out.Bytes())
-				}
-			}
-		}
-		quiet(func(c *exec.Cmd) error { return netops.StartIn(netops.NamedNSPath(in.Namespace), c) })
-		quiet(func(c *exec.Cmd) error { return ctl.StartOnInstance(in.ID, c) })
+		// What fails is reported by gc itself; down goes on regardless.
+		_ = ctl.RunInNetwork(in.ID, gc())
+		_ = ctl.RunOnInstance(in.ID, gc())
 	}
-}
-
-func withOutput(c *exec.Cmd, w io.Writer) *exec.Cmd {
-	c.Stdout, c.Stderr = w, w
-	return c
 }

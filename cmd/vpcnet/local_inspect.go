@@ -4,7 +4,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/vpcnet/vpcnet/internal/localvpc"
 	"github.com/vpcnet/vpcnet/internal/localvpc/ec2api"
-	"github.com/vpcnet/vpcnet/internal/task"
 )
 
 func localStatusCommand(name *string) *cobra.Command {
@@ -94,44 +92,14 @@ VPC. The exit status is COMMAND's.`,
 			child := exec.Command(args[1], args[2:]...)
 			child.Stdin, child.Stdout, child.Stderr = os.Stdin, os.Stdout, os.Stderr
 			// Signals from the terminal reach COMMAND (same process
-			// group); those sent to this process alone are passed on.
-			sigs := make(chan os.Signal, 4)
-			signal.Notify(sigs, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGHUP)
-			defer signal.Stop(sigs)
-			if err := c.StartOnInstance(args[0], child); err != nil {
-				return err
-			}
-			done := make(chan struct{})
-			go func() {
-				for {
-					select {
-					case s := <-sigs:
-						if s == syscall.SIGTERM || s == syscall.SIGHUP {
-							_ = child.Process.Signal(s)
-						}
-					case <-done:
-						return
-					}
-				}
-			}()
-			err = child.Wait()
-			close(done)
-			return exitStatus(err)
+			// group) and must not end this one first; those sent to
+			// this process alone are passed on.
+			terminal := make(chan os.Signal, 4)
+			signal.Notify(terminal, syscall.SIGINT, syscall.SIGQUIT)
+			defer signal.Stop(terminal)
+			return c.RunOnInstance(args[0], child, syscall.SIGTERM, syscall.SIGHUP)
 		},
 	}
-}
-
-// exitStatus turns the end of a child into this process's exit status: its
-// code, or 128 + the signal that killed it, as a shell reports it.
-func exitStatus(err error) error {
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		return err
-	}
-	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return task.ExitError{Code: 128 + int(ws.Signal())}
-	}
-	return task.ExitError{Code: ee.ExitCode()}
 }
 
 func localFaultsCommand(name *string) *cobra.Command {

@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vpcnet/vpcnet/internal/logging"
-	"github.com/vpcnet/vpcnet/internal/task"
+	"github.com/vpcnet/vpcnet/internal/proc"
 	"github.com/vpcnet/vpcnet/internal/version"
 )
 
@@ -23,7 +23,7 @@ func main() {
 	err := rootCommand().Execute()
 	closeLog()
 	// A task's own exit status is vpcnet's.
-	var te task.ExitError
+	var te proc.ExitError
 	switch {
 	case errors.As(err, &te):
 		os.Exit(te.Code)

@@ -6,16 +6,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/vpcnet/vpcnet/internal/localvpc"
-	"github.com/vpcnet/vpcnet/internal/netops"
 	"github.com/vpcnet/vpcnet/internal/task"
 )
 
@@ -85,43 +82,13 @@ func (o *taskOptions) onLocalInstance(instanceRef string, args []string) (bool, 
 	return true, inInstance(ctl, inst.ID, argv, os.Stdout)
 }
 
-// inInstance runs argv as a process of a local VPC instance (its
-// namespace, its environment) with this process's stdin, stdout as given
-// and stderr, waits for it, and returns its exit status as a
-// task.ExitError. SIGINT and SIGTERM are passed on to it. Every re-run of
-// vpcnet on an instance goes through here: the StartIn line is the one to
-// swap for the local VPC's own way onto an instance.
+// inInstance runs argv on a local VPC instance as task commands run there
+// (localvpc's RunInNetwork), with this process's stdin and stderr and
+// stdout as given; its exit is this command's.
 func inInstance(ctl *localvpc.Control, instanceID string, argv []string, stdout io.Writer) error {
-	in, err := ctl.Instance(instanceID)
-	if err != nil {
-		return err
-	}
 	c := exec.Command(argv[0], argv[1:]...)
-	c.Env = ctl.InstanceEnv(os.Environ(), in.ID)
 	c.Stdin, c.Stdout, c.Stderr = os.Stdin, stdout, os.Stderr
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	if err := netops.StartIn(netops.NamedNSPath(in.Namespace), c); err != nil {
-		return err
-	}
-	done := make(chan error, 1)
-	go func() { done <- c.Wait() }()
-	for {
-		select {
-		case sig := <-sigs:
-			_ = c.Process.Signal(sig)
-		case err := <-done:
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-					return task.ExitError{Code: 128 + int(ws.Signal())}
-				}
-				return task.ExitError{Code: ee.ExitCode()}
-			}
-			return err
-		}
-	}
+	return ctl.RunInNetwork(instanceID, c)
 }
 
 // replaceInstance swaps a positional instance reference ("1") for its ID

@@ -3,13 +3,16 @@ package localvpc
 import (
 	"errors"
 	"fmt"
-	"github.com/vpcnet/vpcnet/internal/mounts"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
+
+	"github.com/vpcnet/vpcnet/internal/mounts"
+	"github.com/vpcnet/vpcnet/internal/proc"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
@@ -364,6 +367,31 @@ func (c *Control) StartOnInstance(instance string, cmd *exec.Cmd) error {
 		return fmt.Errorf("failed to start %s on %s: %w", cmd.Path, in.ID, err)
 	}
 	return nil
+}
+
+// RunOnInstance starts cmd with StartOnInstance, passes the signals given
+// on to it while it runs, and returns its end as a proc.ExitError.
+func (c *Control) RunOnInstance(instance string, cmd *exec.Cmd, forward ...os.Signal) error {
+	return proc.RunForwarding(cmd, func(cmd *exec.Cmd) error { return c.StartOnInstance(instance, cmd) }, forward...)
+}
+
+// RunInNetwork runs cmd on an instance as vpcnet's task commands run
+// there: in the instance's network namespace with the machine's files
+// (the task store, the OCI runtime and the CNI plugins are the machine's,
+// as an EC2 instance's are its own), and the instance's environment when
+// cmd.Env is nil. SIGINT and SIGTERM sent to this process are passed on,
+// and cmd's end comes back as a proc.ExitError: the command that re-runs
+// itself on an instance ends as that run does.
+func (c *Control) RunInNetwork(instance string, cmd *exec.Cmd) error {
+	in, err := c.Instance(instance)
+	if err != nil {
+		return err
+	}
+	if cmd.Env == nil {
+		cmd.Env = c.InstanceEnv(os.Environ(), in.ID)
+	}
+	start := func(cmd *exec.Cmd) error { return netops.StartIn(netops.NamedNSPath(in.Namespace), cmd) }
+	return proc.RunForwarding(cmd, start, syscall.SIGINT, syscall.SIGTERM)
 }
 
 // onInstance runs fn on a thread that is in the network namespace at

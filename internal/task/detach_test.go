@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,7 +20,7 @@ func TestDetachedTasks(t *testing.T) {
 	v := upVPC(t, tagDetach, "--instances", "1")
 	probe := probeBin(t)
 	suffix := testenv.RandomHex(3)
-	release := filepath.Join(t.TempDir(), "release")
+	release := releaseFile(t)
 
 	web := "web-" + suffix
 	webID := v.detach(1, v.subnet(1), "", web, probe, probeCommand, "serve", "8080", web)

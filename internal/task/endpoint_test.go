@@ -93,7 +93,7 @@ func TestMetadataEndpoint(t *testing.T) {
 	v.flags = []string{"--endpoint-idle", "2s"}
 	probe := probeBin(t)
 	suffix := testenv.RandomHex(3)
-	release := filepath.Join(t.TempDir(), "release")
+	release := releaseFile(t)
 	defer writeFile(release)
 	instance := v.Instances[0].ID
 	get := func(id, url string) (string, error) {

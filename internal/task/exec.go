@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/vpcnet/vpcnet/internal/proc"
 )
 
 // IO is where a task's command reads and writes.
@@ -59,9 +61,9 @@ func (l *Launcher) Exec(ctx context.Context, r *Record, stdio IO) (int, error) {
 		_ = l.Runtime.stop(r, stopGrace)
 		err = <-done
 	}
-	code, err := exitCode(err)
-	if err != nil {
-		return 0, err
+	code, ok := proc.ExitCode(err)
+	if !ok {
+		return 0, fmt.Errorf("waiting for the task's container: %w", err)
 	}
 	if rerr := l.Runtime.remove(r); rerr != nil {
 		l.Progress.step("remove-sandbox", "", 0, rerr)

@@ -21,6 +21,12 @@ type GCReport struct {
 	Spared      []string // what looked orphaned but may be alive, and why
 }
 
+// Empty reports that GC released nothing and spared nothing (forgetting
+// finished records is housekeeping, not news).
+func (g GCReport) Empty() bool {
+	return len(g.Finished)+len(g.OrphanENIs)+len(g.OrphanNetns)+len(g.Spared) == 0
+}
+
 func (g GCReport) String() string {
 	s := fmt.Sprintf("finished %d task(s) %v, deleted %d orphan ENI(s) %v, removed %d orphan namespace(s) %v, forgot %d finished record(s)",
 		len(g.Finished), g.Finished, len(g.OrphanENIs), g.OrphanENIs, len(g.OrphanNetns), g.OrphanNetns, len(g.Forgotten))

@@ -29,7 +29,7 @@ import (
 func TestGCHarmsNothingAlive(t *testing.T) {
 	v := upVPC(t, tagGC, "--instances", "1")
 	probe := probeBin(t)
-	release := filepath.Join(t.TempDir(), "release")
+	release := releaseFile(t)
 	t.Cleanup(func() { _ = writeFile(release) })
 	foreign := filepath.Join(t.TempDir(), "state")
 
@@ -159,7 +159,7 @@ func TestOrphanENIs(t *testing.T) {
 // VPC's tasks, not those of other instances the state directory knows.
 func TestOrphanedTasks(t *testing.T) {
 	v := upVPC(t, tagGC, "--instances", "1")
-	release := filepath.Join(t.TempDir(), "release")
+	release := releaseFile(t)
 	t.Cleanup(func() { _ = writeFile(release) })
 
 	// A store of an instance that is not this VPC's, with a live task.

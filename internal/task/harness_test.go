@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,6 +27,8 @@ import (
 	"github.com/vpcnet/vpcnet/internal/ipam"
 	"github.com/vpcnet/vpcnet/internal/localvpc/localvpctest"
 	"github.com/vpcnet/vpcnet/internal/netops"
+	"github.com/vpcnet/vpcnet/internal/proc"
+	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
 // Tags of the local VPCs each test starts (see localvpctest.Up), one per
@@ -40,6 +43,7 @@ const (
 	tagSandbox  = "htsbx"
 	tagGC       = "htgc"
 	tagInput    = "htin"
+	tagSurvive  = "htsurv"
 )
 
 // stateDir is vpcnet's default state directory, which the tests use as a
@@ -51,10 +55,62 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == probeCommand {
 		os.Exit(probe(os.Args[2:]))
 	}
-	for _, tag := range []string{tagRun, tagDetach, tagLimit, tagFaults, tagCrash, tagEndpoint, tagSandbox, tagGC, tagInput} {
+	for _, tag := range []string{tagRun, tagDetach, tagLimit, tagFaults, tagCrash, tagEndpoint, tagSandbox, tagGC, tagInput, tagSurvive} {
 		localvpctest.CleanLeftovers(tag)
 	}
-	os.Exit(m.Run())
+	if err := shareWithTasks(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(shared)
+	os.Exit(code)
+}
+
+// sharedRoot holds what the tests give their tasks to read: the probe
+// binary and the release files the probes wait for. Tasks have /tmp of
+// their own (where go test builds the binary and t.TempDir lives), so
+// this is a host directory they and the instances see (tasks read-only;
+// an instance has its own /var/lib, /run and /var/log); each test process has
+// its own below it, named by its PID.
+const sharedRoot = "/var/cache/vpcnet-test/task"
+
+// shared is this process's directory in sharedRoot, and probeCopy the copy
+// of the test binary in it.
+var shared, probeCopy string
+
+// shareWithTasks removes the directories of test processes that have
+// died, and makes this one's, with the probe.
+func shareWithTasks() error {
+	entries, _ := os.ReadDir(sharedRoot)
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && !proc.Alive(pid) {
+			os.RemoveAll(filepath.Join(sharedRoot, e.Name()))
+		}
+	}
+	shared = filepath.Join(sharedRoot, strconv.Itoa(os.Getpid()))
+	if err := os.MkdirAll(shared, 0o755); err != nil {
+		return fmt.Errorf("create the directory shared with tasks: %w", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(exe)
+	if err != nil {
+		return fmt.Errorf("copy the probe for tasks: %w", err)
+	}
+	probeCopy = filepath.Join(shared, "probe")
+	return os.WriteFile(probeCopy, b, 0o755)
+}
+
+// releaseFile is a path, new for this test, that a probe in a task can
+// wait for (see writeFile).
+func releaseFile(t testing.TB) string {
+	t.Helper()
+	p := filepath.Join(shared, "release-"+testenv.RandomHex(6))
+	t.Cleanup(func() { os.Remove(p) })
+	return p
 }
 
 // taskVPC is a local VPC started through the real binary, with the task
@@ -270,15 +326,8 @@ func exists(path string) bool {
 }
 
 // probeBin is the test binary, which the tasks run as their command (see
-// probe).
-func probeBin(t testing.TB) string {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return exe
-}
+// probe), as a copy they can see.
+func probeBin(t testing.TB) string { return probeCopy }
 
 // lineWatcher reads a stream line by line, keeping every line, and tells
 // whoever waits when a line satisfying a condition has been seen.

@@ -113,7 +113,7 @@ func TestInputChecks(t *testing.T) {
 	refused("subnet in another zone", false, []string{other, "availability zone", in.Zone}, "--subnet", other, "--", "true")
 
 	t.Run("unique names", func(t *testing.T) {
-		release := filepath.Join(t.TempDir(), "release")
+		release := releaseFile(t)
 		t.Cleanup(func() { _ = writeFile(release) })
 		name := "dup-" + testenv.RandomHex(3)
 		first := v.detach(1, v.subnet(1), "", name, probeBin(t), probeCommand, "wait", release)

@@ -2,7 +2,6 @@ package task
 
 import (
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +14,7 @@ import (
 func TestENILimit(t *testing.T) {
 	v := upVPC(t, tagLimit, "--instances", "1", "--instance-type", "t3.medium")
 	probe := probeBin(t)
-	release := filepath.Join(t.TempDir(), "release")
+	release := releaseFile(t)
 
 	type launch struct {
 		cmd      *exec.Cmd

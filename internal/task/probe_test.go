@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -218,7 +219,21 @@ type sandboxReport struct {
 	Credentials string `json:"credentials"`
 	// Visible lists what the task sees in each path that must be hidden.
 	Visible map[string][]string `json:"visible"`
+	// Secrets is what reading each of the host's secret files gave:
+	// "N bytes" or the error.
+	Secrets map[string]string `json:"secrets"`
+	// Scratch is, for /tmp and /var/tmp, the error of writing a file
+	// named after the task's hostname there ("" if written) and then what
+	// the directory holds.
+	Scratch map[string][]string `json:"scratch"`
 }
+
+// secretFiles are host files no task may read (see hostSecrets).
+var secretFiles = []string{"/etc/shadow", "/etc/gshadow"}
+
+// scratchFile is the file the sandbox probe writes in each scratch
+// directory.
+func scratchFile(hostname string) string { return "vpcnet-probe-" + hostname }
 
 func inspectSandbox(hidden []string) sandboxReport {
 	rep := sandboxReport{PID: os.Getpid(), Namespaces: map[string]string{}, Visible: map[string][]string{}}
@@ -241,6 +256,26 @@ func inspectSandbox(hidden []string) sandboxReport {
 		rep.DelBlackhole = err.Error()
 	}
 	rep.Credentials = fetch("http://169.254.169.254/latest/meta-data/iam/security-credentials/")
+	rep.Secrets = map[string]string{}
+	for _, f := range secretFiles {
+		if b, err := os.ReadFile(f); err != nil {
+			rep.Secrets[f] = err.Error()
+		} else {
+			rep.Secrets[f] = fmt.Sprintf("%d bytes", len(b))
+		}
+	}
+	rep.Scratch = map[string][]string{}
+	for _, d := range []string{"/tmp", "/var/tmp"} {
+		werr := ""
+		if err := os.WriteFile(filepath.Join(d, scratchFile(rep.Hostname)), []byte("task"), 0o644); err != nil {
+			werr = err.Error()
+		}
+		rep.Scratch[d] = []string{werr}
+		entries, _ := os.ReadDir(d)
+		for _, e := range entries {
+			rep.Scratch[d] = append(rep.Scratch[d], e.Name())
+		}
+	}
 	for _, h := range hidden {
 		entries, err := os.ReadDir(h)
 		names := []string{}

@@ -1,6 +1,7 @@
 package task
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -32,12 +35,6 @@ type Runner struct {
 	// The supervisor and the endpoint are started with it.
 	Self []string `json:"self"`
 }
-
-// ExitError is a task's own non-zero exit status, for the command to exit
-// with.
-type ExitError struct{ Code int }
-
-func (e ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
 // RunOptions are a run's flags besides the spec.
 type RunOptions struct {
@@ -122,7 +119,7 @@ func (rn Runner) self(args ...string) []string {
 
 // Run sets a task up, runs it in the foreground and tears it down,
 // whatever happens in between (the command exits, a signal arrives). A
-// non-zero exit of the command is an ExitError.
+// non-zero exit of the command is a proc.ExitError.
 func (rn Runner) Run(ctx context.Context, id string, o RunOptions, stdio IO) error {
 	if err := o.Spec.Validate(); err != nil {
 		return err
@@ -167,7 +164,7 @@ func (rn Runner) Run(ctx context.Context, id string, o RunOptions, stdio IO) err
 		return execErr
 	}
 	if code != 0 {
-		return ExitError{code}
+		return proc.ExitError{Code: code}
 	}
 	return nil
 }
@@ -247,7 +244,7 @@ func Supervise(ctx context.Context, arg string) error {
 	}
 	defer devnull.Close()
 	err = s.Runner.Run(ctx, s.ID, s.Options, IO{Stdin: devnull, Stdout: os.Stdout, Stderr: os.Stderr})
-	var ee ExitError
+	var ee proc.ExitError
 	if errors.As(err, &ee) {
 		return nil
 	}
@@ -301,31 +298,74 @@ func (rn Runner) FinishStop(ctx context.Context, r Record, progress io.Writer) e
 	return l.Teardown(ctx, &r, StateStopped)
 }
 
-// GC collects this instance's tasks (see Launcher.GC). With stopAll, it
-// first stops every running task and the metadata endpoint, and, when
-// forget says the instance will never be seen again (a local VPC's, going
-// down), removes the instance's state once nothing is left.
-func (rn Runner) GC(ctx context.Context, stopAll, forget bool, report io.Writer) error {
+// GCOptions are the flags of `vpcnet task gc`.
+type GCOptions struct {
+	// StopAll first stops every running task and the metadata endpoint.
+	StopAll bool
+	// Forget, with StopAll, removes the instance's state once nothing is
+	// left: the instance will never be seen again (a local VPC's, going
+	// down).
+	Forget bool
+	// Quiet reports only when GC found something to do, spared something
+	// or failed; a clean instance says nothing.
+	Quiet bool
+}
+
+// GC collects this instance's tasks (see Launcher.GC), reporting its
+// progress and what it did to report.
+func (rn Runner) GC(ctx context.Context, o GCOptions, report io.Writer) error {
+	out := report
+	held := &lockedBuffer{}
+	if o.Quiet {
+		out = held
+	}
+	rep, err := rn.gc(ctx, o, out)
+	if o.Quiet && (err != nil || !rep.Empty()) {
+		_, _ = report.Write(held.Bytes())
+	}
+	return err
+}
+
+func (rn Runner) gc(ctx context.Context, o GCOptions, report io.Writer) (GCReport, error) {
 	l, err := rn.Launcher(ctx, report)
 	if err != nil {
-		return err
+		return GCReport{}, err
 	}
 	l.Progress.Task = "gc"
-	if stopAll {
+	if o.StopAll {
 		StopSupervisors(l.Store)
 	}
 	rep, err := l.GC(ctx)
 	fmt.Fprintf(report, "%s: %s\n", l.Identity.InstanceID, rep)
-	if stopAll {
+	if o.StopAll {
 		dir := rn.Host().Dir(l.Identity.InstanceID)
 		StopEndpoint(dir)
-		if err == nil && forget {
+		if err == nil && o.Forget {
 			if rs, lerr := l.Store.List(); lerr == nil && len(rs) == 0 {
 				_ = os.RemoveAll(dir)
 			}
 		}
 	}
-	return err
+	return rep, err
+}
+
+// lockedBuffer is a buffer that progress from several goroutines may
+// write to.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.buf.Bytes())
 }
 
 // ExecArgv is the command line that runs argv inside the running task ref

@@ -2,13 +2,12 @@ package task
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/vpcnet/vpcnet/internal/atomicfile"
@@ -52,6 +51,7 @@ func (rt Runtime) writeBundle(r *Record, hidden []string) error {
 	spec, err := ociSpec(sandboxInput{
 		Record: r, Env: Env(r), Cwd: taskCwd(hidden), HeldCaps: held,
 		Top: top, Mounts: mounts, Hidden: hidden,
+		Tmp: existing(privateTmp), Secrets: existing(hostSecrets),
 	})
 	if err != nil {
 		return err
@@ -87,21 +87,16 @@ func (rt Runtime) writeBundle(r *Record, hidden []string) error {
 }
 
 // taskCwd is where a task's command starts: the launcher's working
-// directory, as before sandboxes, unless it is hidden from the task.
+// directory, as before sandboxes, unless the task does not see it as the
+// host does (hidden, masked, a scratch or fresh directory of its own).
 func taskCwd(hidden []string) string {
 	wd, err := os.Getwd()
 	if err != nil || !filepath.IsAbs(wd) {
 		return "/"
 	}
-	for _, h := range hidden {
-		if wd == h || strings.HasPrefix(wd, h+"/") {
-			return "/"
-		}
-	}
-	for _, fresh := range freshTop {
-		if wd == "/"+fresh || strings.HasPrefix(wd, "/"+fresh+"/") {
-			return "/"
-		}
+	first := strings.Split(strings.TrimPrefix(wd, "/"), "/")[0]
+	if under(wd, hidden) || under(wd, privateTmp) || under(wd, hostSecrets) || slices.Contains(freshTop, first) {
+		return "/"
 	}
 	return wd
 }
@@ -202,22 +197,6 @@ func (rt Runtime) ExecArgv(r *Record, argv []string) ([]string, error) {
 		return nil, fmt.Errorf("find the container runtime: %w", err)
 	}
 	return append([]string{path, "--root", rt.Root, "exec", containerID(r)}, argv...), nil
-}
-
-// exitCode turns the runtime's exit into the command's status: runc exits
-// with the container's status (128+N for a signal).
-func exitCode(err error) (int, error) {
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return 0, nil
-	case errors.As(err, &ee):
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return 128 + int(ws.Signal()), nil
-		}
-		return ee.ExitCode(), nil
-	}
-	return 0, fmt.Errorf("waiting for the task's container: %w", err)
 }
 
 // writePrivate writes a file only root can read (the state's mode).

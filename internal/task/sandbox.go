@@ -2,13 +2,14 @@ package task
 
 import (
 	"fmt"
-	"github.com/vpcnet/vpcnet/internal/mounts"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/vpcnet/vpcnet/internal/mounts"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -20,9 +21,12 @@ import (
 //
 // The root filesystem is the host's, read-only: every top-level directory
 // and every mount under it bound one by one (never recursively, so that no
-// copy of a namespace's nsfs mount is made that would keep it alive), /tmp
-// writable as on the host, fresh /proc, /dev, /sys and /run, and tmpfs over
-// vpcnet's state directories. The host's files are what a task of the ECS
+// copy of a namespace's nsfs mount is made that would keep it alive), fresh
+// /proc, /dev, /sys and /run, a /tmp and /var/tmp of the task's own (tmpfs:
+// what a task writes there is gone with it, and it sees nothing the host
+// or another task left there), tmpfs over vpcnet's state directories, and
+// the host's secrets masked (shadow files, root's and users' homes, SSH
+// host keys). The host's files are what a task of the ECS
 // agent's awsvpc mode would find in its image: the command a user gives
 // (a binary of the host, the tests' probe) runs as it did before sandboxes,
 // without an image to build.
@@ -147,15 +151,23 @@ type hostEntry struct {
 // another program's, which may vanish between reading the mount table and
 // runc binding it (the task would then fail to start): namespaces (nsfs:
 // a copy would also keep one alive), other containers' root file systems
-// (overlay), and anything below the writable /tmp, where runtimes and
-// tests mount their work. The task sees the directories below, not what
-// others mounted there.
+// (overlay), and anything below /tmp or /var/tmp, where runtimes and
+// tests mount their work and which the task gets its own of.
 func transient(m hostMount) bool {
 	if m.FSType == "nsfs" || m.FSType == "overlay" {
 		return true
 	}
-	first := strings.Split(strings.TrimPrefix(m.Path, "/"), "/")[0]
-	return slices.Contains(writableTop, first)
+	return under(m.Path, privateTmp)
+}
+
+// under reports whether path is one of dirs or below one.
+func under(path string, dirs []string) bool {
+	for _, d := range dirs {
+		if path == d || strings.HasPrefix(path, strings.TrimSuffix(d, "/")+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // hostMount is one mount point of the host (from /proc/self/mountinfo).
@@ -167,35 +179,38 @@ type hostMount struct {
 // freshTop are top-level directories a task gets new, never the host's.
 var freshTop = []string{"proc", "sys", "dev", "run"}
 
-// writableTop are the host directories a task may write to.
-var writableTop = []string{"tmp"}
+// privateTmp are the scratch directories a task gets its own of: tmpfs,
+// at most tmpSize each, never the host's.
+var privateTmp = []string{"/tmp", "/var/tmp"}
+
+// tmpSize bounds each private scratch directory, so that a task filling
+// its /tmp cannot take the instance's memory.
+const tmpSize = "256m"
+
+// hostSecrets are host paths a task must not read though the rest of the
+// host's files are visible: password hashes, the homes of root and users
+// (keys, shell histories, cloud credentials), and the SSH host keys. Those
+// the host has are masked (runc's maskedPaths: /dev/null over a file, an
+// empty read-only tmpfs over a directory), with --privileged too.
+var hostSecrets = []string{
+	"/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/ssh", "/root", "/home",
+}
 
 // rootfsMounts returns the bind mounts that mirror the host's root
-// filesystem into a task's empty rootfs, read-only (but for /tmp), with
-// every path under a hidden one left out: each top-level entry of the host
+// filesystem into a task's empty rootfs, read-only, with the scratch
+// directories and every path under a hidden one left out: each top-level entry of the host
 // that is not a symlink, then each mount below it, shallowest first.
 // Symlinks of the top level (Debian's /bin -> usr/bin) are created in the
 // rootfs itself (see symlinks).
 func rootfsMounts(top []hostEntry, mounts []hostMount, hidden []string) []specs.Mount {
 	var out []specs.Mount
 	bind := func(path string) {
-		opts := []string{"bind", "nosuid", "nodev"}
-		if !slices.Contains(writableTop, strings.Split(strings.TrimPrefix(path, "/"), "/")[0]) {
-			opts = append(opts, "ro")
-		}
-		out = append(out, specs.Mount{Destination: path, Type: "bind", Source: path, Options: opts})
+		out = append(out, specs.Mount{Destination: path, Type: "bind", Source: path,
+			Options: []string{"bind", "nosuid", "nodev", "ro"}})
 	}
 	skip := func(path string) bool {
 		first := strings.Split(strings.TrimPrefix(path, "/"), "/")[0]
-		if slices.Contains(freshTop, first) {
-			return true
-		}
-		for _, h := range hidden {
-			if path == h || strings.HasPrefix(path, strings.TrimSuffix(h, "/")+"/") {
-				return true
-			}
-		}
-		return false
+		return slices.Contains(freshTop, first) || under(path, hidden) || under(path, privateTmp)
 	}
 	for _, e := range top {
 		if e.Symlink == "" && !skip("/"+e.Name) {
@@ -211,6 +226,17 @@ func rootfsMounts(top []hostEntry, mounts []hostMount, hidden []string) []specs.
 			continue
 		}
 		bind(m.Path)
+	}
+	return out
+}
+
+// tmpMounts are the task's own scratch directories, those of privateTmp
+// the host has (a mount point in the read-only /var must exist already).
+func tmpMounts(has []string) []specs.Mount {
+	var out []specs.Mount
+	for _, d := range has {
+		out = append(out, specs.Mount{Destination: d, Type: "tmpfs", Source: "tmpfs",
+			Options: []string{"nosuid", "nodev", "mode=1777", "size=" + tmpSize}})
 	}
 	return out
 }
@@ -253,6 +279,8 @@ type sandboxInput struct {
 	Top      []hostEntry
 	Mounts   []hostMount
 	Hidden   []string // vpcnet's state directories
+	Tmp      []string // the scratch directories of privateTmp the host has
+	Secrets  []string // the paths of hostSecrets the host has
 }
 
 // ociSpec is the runtime spec (config.json) of a task's container.
@@ -264,6 +292,7 @@ func ociSpec(in sandboxInput) (*specs.Spec, error) {
 	}
 	mounts := baseMounts(r.Sandbox.Privileged)
 	mounts = append(mounts, rootfsMounts(in.Top, in.Mounts, in.Hidden)...)
+	mounts = append(mounts, tmpMounts(in.Tmp)...)
 	mounts = append(mounts, maskMounts(in.Hidden)...)
 	s := &specs.Spec{
 		Version: "1.0.2",
@@ -295,8 +324,9 @@ func ociSpec(in sandboxInput) (*specs.Spec, error) {
 			RootfsPropagation: "rprivate",
 		},
 	}
+	s.Linux.MaskedPaths = slices.Clone(in.Secrets)
 	if !r.Sandbox.Privileged {
-		s.Linux.MaskedPaths = maskedPaths
+		s.Linux.MaskedPaths = append(s.Linux.MaskedPaths, maskedPaths...)
 		s.Linux.ReadonlyPaths = readonlyPaths
 	}
 	return s, nil
@@ -304,6 +334,17 @@ func ociSpec(in sandboxInput) (*specs.Spec, error) {
 
 // containerID is the runtime's name for a task's container.
 func containerID(r *Record) string { return "vpcnet-task-" + r.ID }
+
+// existing returns those of paths the host has.
+func existing(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		if _, err := os.Lstat(p); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
 
 // readHost lists the host's root directory and mount points, the input
 // of rootfsMounts.

@@ -81,7 +81,8 @@ func TestOCISpec(t *testing.T) {
 		{"cap-add of what vpcnet lacks", Sandbox{CapAdd: []string{"CAP_SYS_RESOURCE"}}, heldNoResource, nil, false, false, "does not have it"},
 	} {
 		r := &Record{ID: strings.Repeat("ab", 16), Command: []string{"/bin/true"}, Netns: "/var/run/netns/t", Sandbox: tc.sandbox}
-		s, err := ociSpec(sandboxInput{Record: r, Env: []string{"A=b"}, Cwd: "/", HeldCaps: tc.held, Top: top, Mounts: mounts, Hidden: hidden})
+		s, err := ociSpec(sandboxInput{Record: r, Env: []string{"A=b"}, Cwd: "/", HeldCaps: tc.held, Top: top, Mounts: mounts, Hidden: hidden,
+			Tmp: []string{"/tmp", "/var/tmp"}, Secrets: []string{"/etc/shadow", "/root"}})
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%s: err %v, want %q", tc.name, err, tc.err)
@@ -101,8 +102,14 @@ func TestOCISpec(t *testing.T) {
 		if s.Process.NoNewPrivileges != tc.nnp {
 			t.Errorf("%s: noNewPrivileges %v, want %v", tc.name, s.Process.NoNewPrivileges, tc.nnp)
 		}
-		if (len(s.Linux.MaskedPaths) > 0) != tc.masked || (len(s.Linux.ReadonlyPaths) > 0) != tc.masked {
-			t.Errorf("%s: masked %v, readonly %v; want them: %v", tc.name, s.Linux.MaskedPaths, s.Linux.ReadonlyPaths, tc.masked)
+		if slices.Contains(s.Linux.MaskedPaths, "/proc/kcore") != tc.masked || (len(s.Linux.ReadonlyPaths) > 0) != tc.masked {
+			t.Errorf("%s: masked %v, readonly %v; want /proc's: %v", tc.name, s.Linux.MaskedPaths, s.Linux.ReadonlyPaths, tc.masked)
+		}
+		// The host's secrets are masked whatever the options.
+		for _, p := range []string{"/etc/shadow", "/root"} {
+			if !slices.Contains(s.Linux.MaskedPaths, p) {
+				t.Errorf("%s: %s not masked (%v)", tc.name, p, s.Linux.MaskedPaths)
+			}
 		}
 		var nss []string
 		for _, n := range s.Linux.Namespaces {
@@ -118,9 +125,10 @@ func TestOCISpec(t *testing.T) {
 		if tc.name != "default" {
 			continue
 		}
-		// Mounts: the host's directories bound read-only (/tmp writable),
-		// none of the hidden ones' contents, no nsfs, fresh /proc and /run,
-		// tmpfs over what is hidden, after every bind.
+		// Mounts: the host's directories bound read-only, none of the
+		// hidden ones' contents, no nsfs, fresh /proc and /run, a /tmp and
+		// /var/tmp of the task's own, tmpfs over what is hidden, after
+		// every bind.
 		byDest := map[string]specs.Mount{}
 		lastBind, firstMask := -1, len(s.Mounts)
 		for i, m := range s.Mounts {
@@ -128,14 +136,19 @@ func TestOCISpec(t *testing.T) {
 			if m.Type == "bind" {
 				lastBind = i
 			}
-			if slices.Contains(hidden, m.Destination) && m.Type == "tmpfs" && i < firstMask {
+			if (slices.Contains(hidden, m.Destination) || m.Destination == "/var/tmp") && m.Type == "tmpfs" && i < firstMask {
 				firstMask = i
 			}
 		}
-		for dest, want := range map[string]string{"/usr": "ro", "/etc": "ro", "/var": "ro", "/mnt/data": "ro", "/tmp": "rw"} {
+		for _, dest := range []string{"/usr", "/etc", "/var", "/mnt/data"} {
 			m, ok := byDest[dest]
-			if !ok || m.Type != "bind" || m.Source != dest || slices.Contains(m.Options, "ro") != (want == "ro") || slices.Contains(m.Options, "rbind") {
-				t.Errorf("mount %s: %+v, want a non-recursive %s bind of the host's", dest, m, want)
+			if !ok || m.Type != "bind" || m.Source != dest || !slices.Contains(m.Options, "ro") || slices.Contains(m.Options, "rbind") {
+				t.Errorf("mount %s: %+v, want a non-recursive read-only bind of the host's", dest, m)
+			}
+		}
+		for _, dest := range []string{"/tmp", "/var/tmp"} {
+			if m := byDest[dest]; m.Type != "tmpfs" || !slices.Contains(m.Options, "size="+tmpSize) {
+				t.Errorf("mount %s: %+v, want a tmpfs of the task's own, at most %s", dest, m, tmpSize)
 			}
 		}
 		for _, dest := range []string{"/bin", "/var/lib/vpcnet/local/x/ns", "/var/lib/vpcnet/sub", "/proc/sys/fs/binfmt_misc", "/tmp/e2e/containerd/rootfs", "/tmp/e2e/inst/etc", "/var/lib/containerd/x/rootfs"} {
@@ -210,8 +223,18 @@ func hostNamespace(t *testing.T, pid, kind string) string {
 // same namespaces with the same limits.
 func TestSandbox(t *testing.T) {
 	v := upVPC(t, tagSandbox, "--instances", "1")
-	hidden := []string{stateDir, "/var/run/netns", localvpc.BaseStateDir}
+	hidden := []string{stateDir, "/var/run/netns", localvpc.BaseStateDir, "/root"}
 	self := "self"
+	// The host's scratch directories hold something the task must not
+	// see, and the task's files must not appear in them.
+	for _, d := range []string{"/tmp", "/var/tmp"} {
+		f, err := os.CreateTemp(d, "vpcnet-host-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		t.Cleanup(func() { os.Remove(f.Name()) })
+	}
 
 	rep := sandboxOf(t, v, hidden)
 	t.Run("namespaces", func(t *testing.T) {
@@ -263,6 +286,25 @@ func TestSandbox(t *testing.T) {
 			}
 		}
 	})
+	t.Run("host secrets and scratch", func(t *testing.T) {
+		for _, f := range secretFiles {
+			if b, err := os.ReadFile(f); err != nil || len(b) == 0 {
+				t.Fatalf("the host's %s: %v (%d bytes): the check would be vacuous", f, err, len(b))
+			}
+			if got := rep.Secrets[f]; got != "0 bytes" && !strings.Contains(got, "denied") {
+				t.Errorf("the task read the host's %s: %s", f, got)
+			}
+		}
+		for _, d := range []string{"/tmp", "/var/tmp"} {
+			got := rep.Scratch[d]
+			if want := []string{"", scratchFile(rep.Hostname)}; !slices.Equal(got, want) {
+				t.Errorf("%s in the task: write error and entries %q, want %q (a scratch directory of its own, writable)", d, got, want)
+			}
+			if _, err := os.Stat(filepath.Join(d, scratchFile(rep.Hostname))); !os.IsNotExist(err) {
+				t.Errorf("the task's file in %s is on the host (%v)", d, err)
+			}
+		}
+	})
 	t.Run("cap-add", func(t *testing.T) {
 		rep := sandboxOf(t, v, nil, "--cap-add", "net_admin")
 		if rep.CapEff != capMask(defaultCaps)|1<<capNetAdmin {
@@ -276,7 +318,7 @@ func TestSandbox(t *testing.T) {
 		}
 	})
 	t.Run("exec", func(t *testing.T) {
-		release := filepath.Join(t.TempDir(), "release")
+		release := releaseFile(t)
 		t.Cleanup(func() { _ = writeFile(release) })
 		id := v.detach(1, v.subnet(1), "", "", probeBin(t), probeCommand, "wait", release)
 		r := v.record(id)
@@ -305,7 +347,7 @@ func TestSandbox(t *testing.T) {
 func TestMetadataSpoofing(t *testing.T) {
 	v := upVPC(t, tagSandbox, "--instances", "1")
 	probe := probeBin(t)
-	release := filepath.Join(t.TempDir(), "release")
+	release := releaseFile(t)
 	t.Cleanup(func() { _ = writeFile(release) })
 	suffix := testenv.RandomHex(3)
 	victim := v.detach(1, v.subnet(1), "", "victim-"+suffix, probe, probeCommand, "wait", release)
