@@ -36,21 +36,29 @@ IPC), capabilities and environment (the task metadata endpoint variables).`,
 }
 
 // localInstances are the instances whose tasks `task ls` shows: this
-// instance's on one, the chosen local VPC's from the host of one, all the
-// machine knows otherwise (nil).
-func (o *taskOptions) localInstances() []string {
+// instance's on one; the chosen local VPC's from the host of one, even with
+// its control plane down (which it says, naming the restart); all the
+// machine knows when no local VPC of that name exists (nil).
+func (o *taskOptions) localInstances(cmd *cobra.Command) ([]string, error) {
 	if id := os.Getenv(localvpc.EnvInstance); id != "" {
-		return []string{id}
+		return []string{id}, nil
 	}
 	ctl, err := localvpc.Find(o.local)
-	if err != nil {
-		return nil
+	switch {
+	case ctl == nil && errors.Is(err, localvpc.ErrDown):
+		return nil, err // exists, but has no record of its instances
+	case ctl == nil && cmd.Flags().Changed("local"):
+		return nil, err // a VPC asked for by name and not there
+	case ctl == nil:
+		return nil, nil
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "vpcnet: %v\n", err)
 	}
 	ids := []string{}
 	for _, in := range ctl.Instances {
 		ids = append(ids, in.ID)
 	}
-	return ids
+	return ids, nil
 }
 
 func taskLsCommand(o *taskOptions) *cobra.Command {
@@ -64,7 +72,11 @@ instances (--local). A task whose supervisor died is "orphaned": 'vpcnet task
 gc' or 'vpcnet task stop' finishes it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			tasks, err := o.runner().List(o.localInstances(), all)
+			instances, err := o.localInstances(cmd)
+			if err != nil {
+				return err
+			}
+			tasks, err := o.runner().List(instances, all)
 			if err != nil {
 				return err
 			}
@@ -97,6 +109,9 @@ func taskStopCommand(o *taskOptions) *cobra.Command {
 		Short: "Stop a task and release its ENI",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.teardownPossible(args[0]); err != nil {
+				return err
+			}
 			r, outcome, err := o.runner().Stop(args[0], timeout)
 			switch {
 			case err != nil:
@@ -118,9 +133,26 @@ func taskStopCommand(o *taskOptions) *cobra.Command {
 	return cmd
 }
 
+// teardownPossible refuses to stop a task of a local VPC whose control
+// plane is down: its teardown needs EC2 to take the ENI back, and a task
+// signalled now would be left half torn down. The error names the restart.
+func (o *taskOptions) teardownPossible(ref string) error {
+	if os.Getenv(localvpc.EnvInstance) != "" {
+		return nil
+	}
+	r, err := o.runner().Host().Find(ref)
+	if err != nil || r.State.Done() {
+		return nil // Stop says what is wrong, or that it is done
+	}
+	if _, err := localvpc.FindForInstance(o.local, r.InstanceID); errors.Is(err, localvpc.ErrDown) {
+		return fmt.Errorf("task %s was not stopped: %w", r.ShortID(), err)
+	}
+	return nil
+}
+
 func taskGCCommand(o *taskOptions) *cobra.Command {
 	var instance string
-	var stopAll bool
+	var stopAll, quiet bool
 	cmd := &cobra.Command{
 		Use:   "gc",
 		Short: "Finish interrupted launches and teardowns; delete ENIs of tasks that are gone",
@@ -142,11 +174,12 @@ a task whose supervisor or process runs is touched.`,
 			// A local instance goes away with its VPC, and its ID is never
 			// used again: so may its state, once nothing is left.
 			forget := os.Getenv(localvpc.EnvInstance) != ""
-			return o.runner().GC(cmd.Context(), stopAll, forget, os.Stderr)
+			return o.runner().GC(cmd.Context(), task.GCOptions{StopAll: stopAll, Forget: forget, Quiet: quiet}, os.Stderr)
 		},
 	}
 	cmd.Flags().StringVar(&instance, "instance", "", "only this instance (default: this one, or every instance of the local VPC)")
 	cmd.Flags().BoolVar(&stopAll, "stop-all", false, "first stop every running task (used before a local VPC goes down)")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "say nothing unless something was collected, left alone or failed")
 	return cmd
 }
 

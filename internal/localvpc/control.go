@@ -154,7 +154,12 @@ func Find(name string) (*Control, error) {
 // exists reports whether a local VPC called name has a state (its
 // configuration), running or not.
 func exists(name string) bool {
-	_, err := os.Stat(filepath.Join(StateDir(name), configFile))
+	return fileExists(filepath.Join(StateDir(name), configFile))
+}
+
+// fileExists reports whether path names something that can be stat'ed.
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
 	return err == nil
 }
 

@@ -4,8 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/vpcnet/vpcnet/internal/mounts"
-	"github.com/vpcnet/vpcnet/internal/proc"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,7 +15,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vpcnet/vpcnet/internal/mounts"
+	"github.com/vpcnet/vpcnet/internal/proc"
+
 	"github.com/vpcnet/vpcnet/internal/localvpc/fabric"
+	"github.com/vpcnet/vpcnet/internal/localvpc/vpc"
 )
 
 // Up starts a local VPC in the background and waits until it is ready. A
@@ -36,16 +39,28 @@ func Up(ctx context.Context, cfg Config, serveArgs func(dir string) []string) (c
 		return nil, false, fmt.Errorf("local VPC %q is already up (control plane pid %d, %s); `vpcnet local down --name %s` first", cfg.Name, c.PID, c.Endpoint, cfg.Name)
 	}
 	dir := StateDir(cfg.Name)
-	if stored, err := readConfig(dir); err == nil {
+	stored, err := readConfig(dir)
+	switch {
+	case err == nil:
 		if diff := asked.conflicts(stored); len(diff) > 0 {
 			return nil, false, fmt.Errorf("local VPC %q exists, with its control plane down, and differs from what up asks for (%s); %s, then `vpcnet local up --name %s` makes a new one",
 				cfg.Name, strings.Join(diff, ", "), downHint(cfg.Name), cfg.Name)
 		}
 		c, err := resume(ctx, cfg.Name, serveArgs)
 		return c, err == nil, err
+	case !errors.Is(err, fs.ErrNotExist):
+		// A configuration that cannot be read is a VPC all the same:
+		// replacing it would cut off every task and ENI it holds.
+		return nil, false, fmt.Errorf("local VPC %q exists but %v; nothing was changed. Restore %s, then %s",
+			cfg.Name, err, filepath.Join(dir, configFile), downHint(cfg.Name))
+	case fileExists(filepath.Join(dir, vpc.StateFileName)):
+		// The EC2 state is written after the configuration: without
+		// one, the configuration was removed, not never written.
+		return nil, false, fmt.Errorf("local VPC %q has EC2 state (%s) but no %s; nothing was changed. Restore it, or `vpcnet local down --name %s` removes the VPC with its ENIs",
+			cfg.Name, filepath.Join(dir, vpc.StateFileName), configFile, cfg.Name)
 	}
-	// A state directory without a configuration is no VPC: the leftovers
-	// of a crashed first start, or of a `down` cut short.
+	// A state directory with neither configuration nor EC2 state is no VPC:
+	// the leftovers of a crashed first start, or of a `down` cut short.
 	if err := Down(cfg.Name); err != nil {
 		return nil, false, err
 	}

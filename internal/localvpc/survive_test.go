@@ -2,7 +2,9 @@ package localvpc_test
 
 import (
 	"encoding/json"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -83,6 +85,8 @@ func TestVPCSurvivesItsOperator(t *testing.T) {
 		{"task", "run", "--local", v.Name, "--instance", "1", "--subnet", v.Subnets[0].ID, "--", "true"},
 		{"task", "run", "--local", v.Name, "--instance", v.Instances[0].ID, "--subnet", v.Subnets[0].ID, "--", "true"},
 		{"task", "run", "--instance", v.Instances[0].ID, "--subnet", v.Subnets[0].ID, "--", "true"},
+		{"task", "gc", "--local", v.Name},
+		{"task", "gc", "--local", v.Name, "--instance", "1"},
 	} {
 		out, err := v.Command(args...).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), restart) {
@@ -97,6 +101,45 @@ func TestVPCSurvivesItsOperator(t *testing.T) {
 	}
 	if pids := controlPlanes(t, v.Name); len(pids) != 0 || !slices.Equal(namespacesOf(t, v.Name), namespaces) {
 		t.Fatalf("a refused up changed the VPC: control planes %v, namespaces %v (were %v)", pids, namespacesOf(t, v.Name), namespaces)
+	}
+
+	// ls keeps to this VPC's instances, and says its control plane is down.
+	out, err = v.Command("task", "ls", "--local", v.Name).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), restart) {
+		t.Errorf("task ls --local %s with the control plane killed: %v %q, want a list and a warning naming `%s`", v.Name, err, out, restart)
+	}
+
+	// A configuration that cannot be read, or that is gone while the EC2
+	// state is there, is still a VPC: up refuses and changes nothing.
+	config := filepath.Join(localvpc.StateDir(v.Name), "config.json")
+	saved, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.WriteFile(config, saved, 0o600) })
+	for _, c := range []struct {
+		what  string
+		spoil func() error
+		want  []string
+	}{
+		{"a truncated config.json", func() error { return os.WriteFile(config, saved[:len(saved)/2], 0o600) }, []string{"Restore " + config, restart, "vpcnet local down --name " + v.Name}},
+		{"no config.json beside the EC2 state", func() error { return os.Remove(config) }, []string{"no config.json", "vpcnet local down --name " + v.Name}},
+	} {
+		if err := c.spoil(); err != nil {
+			t.Fatal(err)
+		}
+		out, err := v.Command("local", "up", "--name", v.Name).CombinedOutput()
+		for _, w := range c.want {
+			if err == nil || !strings.Contains(string(out), w) {
+				t.Errorf("up with %s: %v %q, want a refusal naming %q", c.what, err, out, w)
+			}
+		}
+		if pids := controlPlanes(t, v.Name); len(pids) != 0 || !slices.Equal(namespacesOf(t, v.Name), namespaces) {
+			t.Fatalf("up with %s changed the VPC: control planes %v, namespaces %v (were %v)", c.what, pids, namespacesOf(t, v.Name), namespaces)
+		}
+		if err := os.WriteFile(config, saved, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	out, err = v.Command("local", "up", "--name", v.Name).CombinedOutput()

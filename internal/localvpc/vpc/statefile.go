@@ -20,7 +20,8 @@ type stateFile struct {
 }
 
 const (
-	stateFileName = "ec2-state.json"
+	// StateFileName is the EC2 state's file in a VPC's state directory.
+	StateFileName = "ec2-state.json"
 	lockFileName  = "ec2-state.lock"
 )
 
@@ -39,7 +40,7 @@ func openStateFile(dir string) (*stateFile, error) {
 	return &stateFile{dir: dir, lock: lock}, nil
 }
 
-func (f *stateFile) path() string { return filepath.Join(f.dir, stateFileName) }
+func (f *stateFile) path() string { return filepath.Join(f.dir, StateFileName) }
 
 // load returns nil, nil when there is no state yet.
 func (f *stateFile) load() (*State, error) {
