@@ -113,20 +113,54 @@ func orphanENI(t *testing.T, v *taskVPC, device int32, tags map[string]string) (
 	return id, mac
 }
 
+// moveIn moves the device with that MAC from one named namespace to
+// another, as eth0.
+func moveIn(t *testing.T, from, to, mac string) {
+	t.Helper()
+	hw, _ := net.ParseMAC(mac)
+	target, err := ns.GetNS(netops.NamedNSPath(to))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	if err := ns.WithNetNSPath(netops.NamedNSPath(from), func(ns.NetNS) error {
+		l, err := netops.LinkByMAC(hw)
+		if err != nil {
+			return err
+		}
+		_, err = netops.MoveLink(l, target, "eth0")
+		return err
+	}); err != nil {
+		t.Fatalf("move %s from %s to %s: %v", mac, from, to, err)
+	}
+}
+
 // TestOrphanENIs: ENIs tagged for tasks of this instance that no store
 // records and no process uses are detached and deleted by `task gc`, which
-// knows only their MAC (vpc-eni's DEL needs no addresses); one recorded by
+// knows only their MAC (vpc-eni's DEL needs no addresses), even from the
+// namespace of their gone task, which goes too; one recorded by
 // another store and younger than the grace period is left alone.
 func TestOrphanENIs(t *testing.T) {
 	v := upVPC(t, tagGC, "--instances", "1")
 	in := v.Instances[0]
 	old := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
-	gone, goneMAC := orphanENI(t, v, 1, map[string]string{TagTask: NewID(), TagInstance: in.ID, TagCreated: old})
+	goneTask := NewID()
+	gone, goneMAC := orphanENI(t, v, 1, map[string]string{TagTask: goneTask, TagInstance: in.ID, TagCreated: old})
 	young, _ := orphanENI(t, v, 2, map[string]string{TagTask: NewID(), TagInstance: in.ID, TagStore: "another-store",
 		TagStateDir: "/nonexistent", TagCreated: time.Now().UTC().Format(time.RFC3339)})
 	if len(v.links(1)) < 4 {
 		t.Fatalf("the orphans' devices are not on the instance: %v", v.links(1))
 	}
+	// The first orphan's device is in the namespace of its (gone) task, as
+	// a launcher killed after moving it and before recording leaves it.
+	leftNS := netnsName(&Record{ID: goneTask, InstanceID: in.ID})
+	target, err := netops.CreateNamedNS(leftNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = netops.DeleteNamedNS(leftNS) })
+	target.Close()
+	moveIn(t, in.Namespace, leftNS, goneMAC)
 
 	out, err := v.task("gc").CombinedOutput()
 	if err != nil {
@@ -145,6 +179,9 @@ func TestOrphanENIs(t *testing.T) {
 		}
 		return nil
 	})
+	if exists(netops.NamedNSPath(leftNS)) {
+		t.Errorf("the gone task's namespace %s, which held its ENI's device, is left after gc", leftNS)
+	}
 	d, err := v.EC2().DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{young}})
 	if err != nil || len(d.NetworkInterfaces) != 1 || d.NetworkInterfaces[0].Attachment == nil {
 		t.Errorf("the young ENI of another store %s after gc: %v %+v; want it left attached", young, err, d)
@@ -212,6 +249,82 @@ func TestOrphanedTasks(t *testing.T) {
 	}
 	if proc.Alive(r.PID) {
 		t.Errorf("the orphaned task's command (pid %d) runs after gc", r.PID)
+	}
+	v.assertClean(1)
+}
+
+// TestGCAfterLostRecords: what gc does with ENIs whose record it lacks.
+// A running task whose store lost tasks.db keeps its ENI and namespace
+// (a process runs there), and once its processes are gone gc takes all of
+// it back; an ENI tagged with this store's identity and no record goes at
+// once, young as it is; an old one of another store whose record there
+// has a live supervisor stays.
+func TestGCAfterLostRecords(t *testing.T) {
+	v := upVPC(t, tagGC, "--instances", "1", "--instance-type", "m5.xlarge") // 4 ENIs
+	in := v.Instances[0]
+	release := releaseFile(t)
+	t.Cleanup(func() { _ = writeFile(release) })
+
+	id := v.detach(1, v.subnet(1), "", "", probeBin(t), probeCommand, "wait", release)
+	r := v.record(id)
+	storeID, err := (Host{StateDir: stateDir}).StoreID(in.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(v.instanceDir(1), "tasks.db")); err != nil {
+		t.Fatal(err)
+	}
+	ours, _ := orphanENI(t, v, 2, map[string]string{TagTask: NewID(), TagInstance: in.ID, TagStore: storeID,
+		TagStateDir: stateDir, TagCreated: time.Now().UTC().Format(time.RFC3339)})
+
+	elsewhere := t.TempDir()
+	alive := &Record{ID: NewID(), InstanceID: in.ID, State: StateRunning, Supervisor: os.Getpid(), Created: time.Now()}
+	if err := (Host{StateDir: elsewhere}).Store(in.ID).Put(alive); err != nil {
+		t.Fatal(err)
+	}
+	theirs, _ := orphanENI(t, v, 3, map[string]string{TagTask: alive.ID, TagInstance: in.ID, TagStore: "another-store",
+		TagStateDir: elsewhere, TagCreated: time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)})
+
+	out, err := v.task("gc").CombinedOutput()
+	if err != nil {
+		t.Fatalf("task gc: %v\n%s", err, out)
+	}
+	attached := func(eni string) bool {
+		d, err := v.EC2().DescribeNetworkInterfaces(t.Context(), &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{eni}})
+		return err == nil && len(d.NetworkInterfaces) == 1 && d.NetworkInterfaces[0].Attachment != nil
+	}
+	if !proc.Alive(r.PID) || !exists(r.Netns) || !attached(r.ENIID) {
+		t.Errorf("the task whose tasks.db was lost, after gc: process %d alive %v, namespace %v, ENI %s attached %v; want all kept\ngc said: %s",
+			r.PID, proc.Alive(r.PID), exists(r.Netns), r.ENIID, attached(r.ENIID), out)
+	}
+	if enis := v.enisTagged(TagTask, r.ID); len(enis) != 1 {
+		t.Errorf("the running task has %d ENIs after gc, want its one", len(enis))
+	}
+	if _, err := v.EC2().DescribeNetworkInterfaces(t.Context(), &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{ours}}); err == nil ||
+		!strings.Contains(err.Error(), "InvalidNetworkInterfaceID.NotFound") {
+		t.Errorf("the ENI tagged with this store's identity and no record, after gc: %v; want it deleted\ngc said: %s", err, out)
+	}
+	if !attached(theirs) || !strings.Contains(string(out), theirs) {
+		t.Errorf("the old ENI of another store whose task's supervisor runs: attached %v; want it left, and said so\ngc said: %s", attached(theirs), out)
+	}
+
+	// The task's processes go (its supervisor first, so nothing tears it
+	// down but gc): gc now has nothing alive to spare.
+	for _, pid := range []int{r.Supervisor, r.PID} {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the task's processes to die", time.Minute, func() bool { return !proc.Alive(pid) })
+	}
+	waitFor(t, "the namespace to have no process", time.Minute, func() bool { return !proc.AnyInNamespace(r.Netns) })
+	if out, err := v.task("gc").CombinedOutput(); err != nil {
+		t.Fatalf("task gc: %v\n%s", err, out)
+	}
+	if err := (Host{StateDir: elsewhere}).Store(in.ID).Delete(alive.ID); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := v.task("gc", "--state-dir", elsewhere).CombinedOutput(); err != nil {
+		t.Fatalf("task gc --state-dir %s: %v\n%s", elsewhere, err, out)
 	}
 	v.assertClean(1)
 }
