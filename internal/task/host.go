@@ -87,9 +87,17 @@ func pick(ref string, found []Record) (Record, error) {
 // it (0700, as every directory of the state), and returns it.
 func (h Host) Ensure(instanceID string) (string, error) {
 	dir := h.Dir(instanceID)
-	for _, d := range []string{h.StateDir, filepath.Join(h.StateDir, "tasks"), dir, filepath.Join(dir, "ipam"), filepath.Join(dir, "logs")} {
+	for i, d := range []string{h.StateDir, filepath.Join(h.StateDir, "tasks"), dir, filepath.Join(dir, "ipam"), filepath.Join(dir, "logs")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return "", fmt.Errorf("create the task state directory %s: %w", d, err)
+		}
+		// Below the state directory (which may be the operator's own),
+		// everything is vpcnet's: made by hand or by an older vpcnet with
+		// a wider mode, it is narrowed.
+		if i > 0 {
+			if err := os.Chmod(d, 0o700); err != nil {
+				return "", fmt.Errorf("restrict the task state directory %s to root: %w", d, err)
+			}
 		}
 	}
 	return dir, nil

@@ -141,6 +141,13 @@ func TestInputChecks(t *testing.T) {
 
 	t.Run("state directory permissions", func(t *testing.T) {
 		custom := filepath.Join(t.TempDir(), "state")
+		// Its tasks directory made by hand, wider than vpcnet makes it.
+		if err := os.MkdirAll(filepath.Join(custom, "tasks"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(custom, 0o700); err != nil {
+			t.Fatal(err)
+		}
 		v.mustTask("run", "--state-dir", custom, "--endpoint-idle", "1s", "--instance", "1", "--subnet", v.subnet(1), "--", "true")
 		// The endpoint started for the custom directory (if it got the
 		// address) is idle at once.
