@@ -110,9 +110,11 @@ func ValidateName(name string) error {
 	if n := utf8.RuneCountInString(name); n > maxNameLen {
 		return fmt.Errorf("--name: %d characters, at most %d allowed", n, maxNameLen)
 	}
-	for i, c := range name {
+	pos := 0 // in characters, as the user counts, not bytes
+	for _, c := range name {
+		pos++
 		if !unicode.IsPrint(c) {
-			return fmt.Errorf("--name %q: character %d (%U) is not printable: no newlines, tabs or control characters", name, i, c)
+			return fmt.Errorf("--name %q: character %d (%U) is not printable: no newlines, tabs or control characters", name, pos, c)
 		}
 	}
 	return nil
