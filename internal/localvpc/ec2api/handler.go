@@ -32,11 +32,12 @@ import (
 const Namespace = "http://ec2.amazonaws.com/doc/2016-11-15/"
 
 // maxBody bounds a request body; EC2 requests are small. Up to maxDrain
-// more is read and dropped to answer an oversized one with an error
-// document.
+// more is read and dropped (at memory speed, never kept) to answer an
+// oversized one with an error document; a client that sends more than
+// that sees its connection closed.
 const (
 	maxBody  = 1 << 20
-	maxDrain = 64 << 20
+	maxDrain = 1 << 30
 )
 
 // APIVersion is the EC2 API version served, the only one accepted.

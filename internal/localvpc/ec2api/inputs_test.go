@@ -1,9 +1,9 @@
 package ec2api
 
 import (
-	"bytes"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -157,22 +157,42 @@ func TestDeleteSecurityGroupInUse(t *testing.T) {
 	wantAPIError(t, err, "InvalidGroup.NotFound")
 }
 
+// repeatX reads as an endless run of 'x'.
+type repeatX struct{}
+
+func (repeatX) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'x'
+	}
+	return len(p), nil
+}
+
 // TestOversizedBody: a body beyond the limit is answered with an EC2 error
 // document the SDK decodes, not a connection reset.
 func TestOversizedBody(t *testing.T) {
 	c := newCloud(t, Config{Auth: AuthenticatorFunc(func(*http.Request, []byte) (string, error) { return "test", nil })})
-	body := "Action=DescribeVpcs&Version=" + APIVersion + "&Padding=" + strings.Repeat("x", 3*maxBody)
-	resp, err := http.Post(c.server.URL, "application/x-www-form-urlencoded", bytes.NewReader([]byte(body)))
-	if err != nil {
-		t.Fatalf("an oversized request: %v, want an error document", err)
-	}
-	defer resp.Body.Close()
-	if got := readAll(t, resp); resp.StatusCode != 400 || !strings.Contains(got, "<Code>InvalidParameterValue</Code>") || !strings.Contains(got, "too large") {
-		t.Fatalf("status %d body %s", resp.StatusCode, got)
+	// Just past the limit, and past 64 MiB (where draining once stopped).
+	for _, padding := range []int64{3 * maxBody, 100 << 20} {
+		prefix := "Action=DescribeVpcs&Version=" + APIVersion + "&Padding="
+		req, err := http.NewRequest(http.MethodPost, c.server.URL, io.MultiReader(strings.NewReader(prefix), io.LimitReader(repeatX{}, padding)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = int64(len(prefix)) + padding
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("a request with %d bytes of padding: %v, want an error document", padding, err)
+		}
+		got := readAll(t, resp)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || !strings.Contains(got, "<Code>InvalidParameterValue</Code>") || !strings.Contains(got, "too large") {
+			t.Fatalf("a request with %d bytes of padding: status %d body %s", padding, resp.StatusCode, got)
+		}
 	}
 
 	sdk := newCloud(t, Config{})
-	_, err = sdk.client(noRetries).CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{
+	_, err := sdk.client(noRetries).CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{
 		SubnetId: aws.String(sdk.subnet.ID), Description: aws.String(strings.Repeat("d", 2*maxBody))})
 	wantAPIError(t, err, "InvalidParameterValue")
 }
