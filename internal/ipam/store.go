@@ -22,18 +22,14 @@ import (
 //	  owners/             owner key -> Allocation (JSON)
 //	  addresses/          16-byte address -> owner key (the index by address)
 //	  nextfit/            RangeSet.String() -> 16-byte address reserved last
-//	vpc-ipam/ecs-ids/     ecs-ipam id -> network name
+//	vpc-ipam/ecs-ids/     ecs-ipam id -> network name (see ecsid.go)
 //
 // Every operation is one transaction, so a process killed at any point
-// leaves either nothing or a whole allocation behind. The last bucket exists
-// because the ECS agent allocates through its bridge's network and releases
-// through a network named "ecs-ipam": an id is found wherever it was put.
-// The slash keeps it apart from network names, which cannot contain one.
+// leaves either nothing or a whole allocation behind.
 var (
 	bucketOwners    = []byte("owners")
 	bucketAddresses = []byte("addresses")
 	bucketNextFit   = []byte("nextfit")
-	bucketECSIDs    = []byte("vpc-ipam/ecs-ids")
 )
 
 // ErrLocked means another process held the store for longer than the lock
@@ -181,14 +177,8 @@ func (s *Store) Allocate(p Pool, o Owner, want []netip.Addr) (Allocation, error)
 		if err != nil {
 			return err
 		}
-		if o.ID != "" {
-			ids, err := tx.CreateBucketIfNotExists(bucketECSIDs)
-			if err != nil {
-				return err
-			}
-			if err := ids.Put([]byte(o.ID), []byte(p.Network)); err != nil {
-				return err
-			}
+		if err := rememberECSID(tx, o, p.Network); err != nil {
+			return err
 		}
 		crashpoint.At("ipam-add-written")
 		return nil
@@ -270,17 +260,11 @@ func takenError(owners *bolt.Bucket, network string, a netip.Addr, holderKey []b
 
 // Release frees what the owner holds in the network and returns it. An
 // owner with an ECS id is also looked for in the network it was allocated
-// in, which may differ (see bucketECSIDs). found is false when the owner
+// in, which may differ (see ecsNetwork). found is false when the owner
 // holds nothing, which is not an error: DEL is idempotent.
 func (s *Store) Release(network string, o Owner) (released Allocation, found bool, err error) {
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		if o.ID != "" {
-			if ids := tx.Bucket(bucketECSIDs); ids != nil {
-				if n := ids.Get([]byte(o.ID)); n != nil {
-					network = string(n)
-				}
-			}
-		}
+		network = ecsNetwork(tx, o, network)
 		nb, err := existingNetwork(tx, network)
 		if nb == nil || err != nil {
 			return err
@@ -313,12 +297,8 @@ func release(tx *bolt.Tx, nb *bolt.Bucket, network string, key []byte) (Allocati
 	if err := owners.Delete(key); err != nil {
 		return Allocation{}, false, err
 	}
-	if id := alloc.Owner.ID; id != "" {
-		if ids := tx.Bucket(bucketECSIDs); ids != nil && string(ids.Get([]byte(id))) == network {
-			if err := ids.Delete([]byte(id)); err != nil {
-				return Allocation{}, false, err
-			}
-		}
+	if err := forgetECSID(tx, alloc.Owner, network); err != nil {
+		return Allocation{}, false, err
 	}
 	return alloc, true, nil
 }

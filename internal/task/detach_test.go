@@ -64,7 +64,7 @@ func TestDetachedTasks(t *testing.T) {
 			found := false
 			for _, row := range table[1:] {
 				f := strings.Fields(row)
-				if len(f) > 0 && f[0] == id[:12] {
+				if len(f) > 0 && f[0] == ShortID(id) {
 					found = true
 					for _, want := range []string{r.InstanceID, r.ENIID, r.Addresses[0].String(), "running"} {
 						if !strings.Contains(row, want) {
@@ -74,7 +74,7 @@ func TestDetachedTasks(t *testing.T) {
 				}
 			}
 			if !found {
-				t.Errorf("task ls has no row for %s:\n%s", id[:12], strings.Join(table, "\n"))
+				t.Errorf("task ls has no row for %s:\n%s", ShortID(id), strings.Join(table, "\n"))
 			}
 		}
 	})
@@ -161,7 +161,7 @@ func TestDetachedTasks(t *testing.T) {
 		// Straight away, while the dead supervisor may still be a zombie
 		// waiting for init, and without --local: the task's record says
 		// which instance, hence which local VPC, it is on.
-		out, err := v.Command("task", "stop", id[:12]).CombinedOutput()
+		out, err := v.Command("task", "stop", ShortID(id)).CombinedOutput()
 		if err != nil {
 			t.Fatalf("stop: %v\n%s", err, out)
 		}

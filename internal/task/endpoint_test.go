@@ -129,11 +129,11 @@ func TestMetadataEndpoint(t *testing.T) {
 		self, other := pair[0], pair[1]
 		doc, err := get(self, fmt.Sprintf("http://%s/v4/%s", EndpointAddr, self))
 		if err != nil || eniOf(doc) != v.record(self).ENIID {
-			t.Errorf("task %s asking for itself: %v: %s; want its ENI %s", self[:12], err, doc, v.record(self).ENIID)
+			t.Errorf("task %s asking for itself: %v: %s; want its ENI %s", ShortID(self), err, doc, v.record(self).ENIID)
 		}
 		out, err := get(self, fmt.Sprintf("http://%s/v4/%s", EndpointAddr, other))
 		if err == nil || !strings.HasPrefix(out, "status 403") {
-			t.Errorf("task %s asking for task %s: %v: %s; want 403", self[:12], other[:12], err, out)
+			t.Errorf("task %s asking for task %s: %v: %s; want 403", ShortID(self), ShortID(other), err, out)
 		}
 	}
 	if out, err := v.OnInstance(1, probe, probeCommand, "get", "http://169.254.170.2/v4/"); err == nil || !strings.HasPrefix(out, "status 403") {
@@ -153,7 +153,7 @@ func TestMetadataEndpoint(t *testing.T) {
 		t.Fatalf("the next task found no new endpoint (pid file says %d, the old one was %d)", pid3, pid)
 	}
 	if doc, err := get(t3, fmt.Sprintf("http://%s/v4/%s", EndpointAddr, t3)); err != nil || eniOf(doc) != v.record(t3).ENIID {
-		t.Errorf("task %s from the new endpoint: %v: %s", t3[:12], err, doc)
+		t.Errorf("task %s from the new endpoint: %v: %s", ShortID(t3), err, doc)
 	}
 
 	// Down with a task running: its teardown and the endpoint go too.

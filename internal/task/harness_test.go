@@ -391,13 +391,12 @@ func exitStatus(err error) int {
 // bounds a hang; no assertion depends on how fast cond comes true.
 func waitFor(t testing.TB, what string, limit time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %s waiting for %s", limit, what)
+	testenv.Eventually(t, limit, func() error {
+		if !cond() {
+			return fmt.Errorf("waiting for %s", what)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // endpointPID returns the PID in the instance's endpoint PID file (0: none).

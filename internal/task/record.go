@@ -86,13 +86,16 @@ func (r *Record) SupervisorAlive() bool {
 	return proc.Same(r.Supervisor, r.SupervisorStart)
 }
 
-// ShortID is the task's ID as people see it: its first 12 digits, as
+// ShortID is the task's ID as people see it (see ShortID).
+func (r *Record) ShortID() string { return ShortID(r.ID) }
+
+// ShortID shortens a task ID as people see it: its first 12 digits, as
 // Docker shortens container IDs.
-func (r *Record) ShortID() string {
-	if len(r.ID) < 12 {
-		return r.ID
+func ShortID(id string) string {
+	if len(id) < 12 {
+		return id
 	}
-	return r.ID[:12]
+	return id[:12]
 }
 
 // Orphaned reports whether the task is unfinished and its supervisor is

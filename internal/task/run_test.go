@@ -62,7 +62,7 @@ func serving(t *testing.T, v *taskVPC, id string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("the server of task %s never answered inside its task: %v: %s", id[:12], err, out)
+	t.Fatalf("the server of task %s never answered inside its task: %v: %s", ShortID(id), err, out)
 }
 
 // TestRunForeground runs a task in the foreground on instance 1 and checks

@@ -367,7 +367,7 @@ func TestMetadataSpoofing(t *testing.T) {
 	victimENI := v.record(victim).ENIID
 	for _, id := range []string{victim, attacker} {
 		if out, err := get(id, endpoint); err != nil || !strings.Contains(out, v.record(id).ENIID) {
-			t.Fatalf("task %s's own metadata: %v: %s", id[:12], err, out)
+			t.Fatalf("task %s's own metadata: %v: %s", ShortID(id), err, out)
 		}
 	}
 	vaddr := v.record(victim).BridgeAddr
