@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -185,4 +186,22 @@ func MergeSpellings[T any](equal func(a, b T) bool, show func(T) string, spellin
 		}
 	}
 	return m, nil
+}
+
+// ParsePrefix reads a config field holding an address or network in CIDR
+// notation ("10.0.1.5/24"), naming the field and what is wrong when it is
+// not one: a missing prefix length gets an example of the fix, and an
+// IPv4-mapped IPv6 address is refused (it is written as the IPv4 address).
+func ParsePrefix(field, s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		if _, aerr := netip.ParseAddr(s); aerr == nil {
+			return netip.Prefix{}, FieldError(field, "%q is not a CIDR: it has no prefix length; write it in CIDR notation, e.g. %q", s, s+"/24")
+		}
+		return netip.Prefix{}, FieldError(field, "%q is not a CIDR", s)
+	}
+	if p.Addr().Is4In6() {
+		return netip.Prefix{}, FieldError(field, "%q is an IPv4-mapped IPv6 address; write the IPv4 address itself", s)
+	}
+	return p, nil
 }

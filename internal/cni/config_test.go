@@ -195,3 +195,23 @@ func TestPrevResult(t *testing.T) {
 		t.Errorf("malformed prevResult: %v", err)
 	}
 }
+
+func TestParsePrefix(t *testing.T) {
+	for _, tc := range []struct {
+		in, want, err string
+	}{
+		{"10.0.1.5/24", "10.0.1.5/24", ""},
+		{"2001:db8::1/64", "2001:db8::1/64", ""},
+		{"10.0.1.5", "", `field "f": "10.0.1.5" is not a CIDR: it has no prefix length; write it in CIDR notation, e.g. "10.0.1.5/24"`},
+		{"10.0.0.0/33", "", `field "f": "10.0.0.0/33" is not a CIDR`},
+		{"::ffff:10.0.0.1/120", "", `IPv4-mapped IPv6 address`},
+	} {
+		p, err := ParsePrefix("f", tc.in)
+		switch {
+		case tc.err == "" && (err != nil || p.String() != tc.want):
+			t.Errorf("ParsePrefix(%q) = %v, %v; want %s", tc.in, p, err, tc.want)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err) || codeOf(err) != CodeInvalidConfig):
+			t.Errorf("ParsePrefix(%q) = %v, %v; want an invalid-config error saying %q", tc.in, p, err, tc.err)
+		}
+	}
+}

@@ -289,16 +289,11 @@ func parsePrefixList(field string, list []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// parsePrefix reads an interface address in CIDR notation.
 func parsePrefix(field, s string) (netip.Prefix, error) {
-	p, err := netip.ParsePrefix(s)
+	p, err := cni.ParsePrefix(field, s)
 	if err != nil {
-		if _, aerr := netip.ParseAddr(s); aerr == nil {
-			return netip.Prefix{}, cni.FieldError(field, "%q has no prefix length; write it in CIDR notation, e.g. %q", s, s+"/24")
-		}
-		return netip.Prefix{}, cni.FieldError(field, "%q is not an address in CIDR notation", s)
-	}
-	if p.Addr().Is4In6() {
-		return netip.Prefix{}, cni.FieldError(field, "%q is an IPv4-mapped IPv6 address; write the IPv4 address itself", s)
+		return p, err
 	}
 	if p.Addr().IsUnspecified() || p.Addr().IsLoopback() {
 		return netip.Prefix{}, cni.FieldError(field, "%q cannot be an interface address", s)

@@ -252,7 +252,7 @@ func parseRange(field string, rc rangeConf) (ipam.Range, error) {
 	if rc.Subnet == "" {
 		return ipam.Range{}, cni.FieldError(field+".subnet", "missing")
 	}
-	subnet, err := parsePrefix(field+".subnet", rc.Subnet)
+	subnet, err := cni.ParsePrefix(field+".subnet", rc.Subnet)
 	if err != nil {
 		return ipam.Range{}, err
 	}
@@ -284,7 +284,7 @@ func familySets(fams []family) ([]ipam.RangeSet, error) {
 			}
 			continue
 		}
-		subnet, err := parsePrefix(f.subnet.Field, f.subnet.Value)
+		subnet, err := cni.ParsePrefix(f.subnet.Field, f.subnet.Value)
 		if err != nil {
 			return nil, err
 		}
@@ -341,7 +341,7 @@ func parseRoute(field string, rc routeConf, only func(netip.Addr) bool, famName 
 	if rc.Dst == "" {
 		return nil, cni.FieldError(field+".dst", "missing")
 	}
-	dst, err := parsePrefix(field+".dst", rc.Dst)
+	dst, err := cni.ParsePrefix(field+".dst", rc.Dst)
 	if err != nil {
 		return nil, err
 	}
@@ -401,14 +401,6 @@ func lockTimeout(fromConf string, getenv func(string) string) (time.Duration, er
 		return 0, cni.FieldError(field, "%s", msg)
 	}
 	return 0, cni.EnvError(field, "%s", msg)
-}
-
-func parsePrefix(field, s string) (netip.Prefix, error) {
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, cni.FieldError(field, "%q is not a CIDR", s)
-	}
-	return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()), nil
 }
 
 func parseAddr(field, s string) (netip.Addr, error) {
