@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/vpcnet/vpcnet/internal/mounts"
@@ -140,19 +139,10 @@ func keepEndpoint(dir string, c *Control) error {
 func start(ctx context.Context, name string, argv []string) (*Control, error) {
 	dir := StateDir(name)
 	_ = os.Remove(filepath.Join(dir, controlFile))
-	logf, err := os.OpenFile(filepath.Join(dir, "control-plane.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "VPCNET_LOG_FILE="+filepath.Join(dir, "control-plane.jsonl"))
-	// A session of its own: the control plane outlives the shell that
-	// started it, and a Ctrl-C there does not reach it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("failed to start the control plane: %w", err)
+	if err := proc.StartDetachedWith(cmd, filepath.Join(dir, "control-plane.log"), nil); err != nil {
+		return nil, fmt.Errorf("the control plane: %w", err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()

@@ -68,24 +68,42 @@ func StartDetached(logPath string, argv, env []string) (int, error) {
 	if len(argv) == 0 {
 		return 0, errors.New("start a detached process: no command")
 	}
-	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
-		return 0, fmt.Errorf("create the log directory of %s: %w", argv[0], err)
-	}
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return 0, fmt.Errorf("open the log of %s: %w", argv[0], err)
-	}
-	defer logf.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("start %s: %w", argv[0], err)
+	if err := StartDetachedWith(cmd, logPath, nil); err != nil {
+		return 0, err
 	}
 	pid := cmd.Process.Pid
 	_ = cmd.Process.Release()
 	return pid, nil
+}
+
+// StartDetachedWith starts cmd as StartDetached does (a session of its
+// own, stdout and stderr appended to logPath), through start when it is
+// not nil (to start it inside other namespaces, say), and leaves cmd to
+// the caller: to Wait for it while it watches the start-up, or to Release
+// it.
+func StartDetachedWith(cmd *exec.Cmd, logPath string, start func(*exec.Cmd) error) error {
+	name := filepath.Base(cmd.Path)
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
+		return fmt.Errorf("create the log directory of %s: %w", name, err)
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open the log of %s: %w", name, err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// A session of its own: it outlives the shell that started it, and a
+	// Ctrl-C there does not reach it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if start == nil {
+		start = (*exec.Cmd).Start
+	}
+	if err := start(cmd); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	return nil
 }
 
 // Stop sends SIGTERM to pid, waits up to grace for it to exit, then sends

@@ -195,6 +195,7 @@ func removeStaleBuilds() {
 			}
 			continue
 		}
+		// Signal 0, not proc.Alive: proc's own tests use this package.
 		if syscall.Kill(pid, 0) != nil {
 			os.RemoveAll(d)
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/vpcnet/vpcnet/internal/mounts"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vpcnet/vpcnet/internal/mounts"
+	"github.com/vpcnet/vpcnet/internal/proc"
 
 	"github.com/vpcnet/vpcnet/internal/netops"
 	"github.com/vpcnet/vpcnet/internal/testenv"
@@ -66,7 +68,7 @@ func NewRunDir(t testing.TB) *RunDir {
 	if err := os.MkdirAll(r.Path, 0o755); err != nil {
 		t.Fatalf("create run dir: %v", err)
 	}
-	owner := fmt.Sprintf("%d %d\n", os.Getpid(), processStart(os.Getpid()))
+	owner := fmt.Sprintf("%d %d\n", os.Getpid(), proc.StartTime(os.Getpid()))
 	if err := os.WriteFile(r.File(ownerFile), []byte(owner), 0o644); err != nil {
 		t.Fatalf("write run owner: %v", err)
 	}
@@ -170,7 +172,7 @@ func (r *RunDir) ownerAlive() bool {
 		return false
 	}
 	// A killed owner may linger as a zombie: PID 1 here reaps slowly.
-	return pid > 0 && processStart(pid) == start && !isZombie(pid)
+	return pid > 0 && proc.Same(pid, start)
 }
 
 // destroy kills what runs from the directory or in its cgroup, removes
@@ -232,7 +234,7 @@ func killMatching(path, cgroup string) error {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for _, pid := range pids {
-		for processStart(pid) != 0 && !isZombie(pid) {
+		for proc.Alive(pid) {
 			if time.Now().After(deadline) {
 				return fmt.Errorf("pid %d survived SIGKILL", pid)
 			}
@@ -271,34 +273,4 @@ func removeCgroups(parent string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// processStart returns the start time of pid (clock ticks since boot), or
-// 0 if there is no such process. With the pid it identifies a process
-// across pid reuse.
-func processStart(pid int) uint64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The command name (field 2) may hold spaces: count from its ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	fields := strings.Fields(string(b[i+1:]))
-	if len(fields) < 20 {
-		return 0
-	}
-	v, _ := strconv.ParseUint(fields[19], 10, 64)
-	return v
-}
-
-func isZombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
 }

@@ -22,7 +22,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -236,8 +235,6 @@ func running(pids map[string]pidRecord, names []string) bool {
 	}
 	return true
 }
-
-func detachedAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setsid: true} }
 
 // waitReady polls the API server's /readyz as the admin until it answers
 // "ok" or ctx ends; the error carries the last answer.

@@ -146,17 +146,10 @@ func (n Node) StartNode(ctx context.Context) error {
 		if alive(name) {
 			return nil
 		}
-		logf, err := os.OpenFile(filepath.Join(n.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return err
-		}
-		defer logf.Close()
 		cmd := exec.Command(argv[0], argv[1:]...)
-		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
-		cmd.SysProcAttr = detachedAttr()
-		if err := n.Start(cmd); err != nil {
-			return fmt.Errorf("node %s: start %s: %w", n.Name, name, err)
+		if err := proc.StartDetachedWith(cmd, filepath.Join(n.Dir, name+".log"), n.Start); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
 		pids[name] = pidRecord{PID: cmd.Process.Pid, Start: proc.StartTime(cmd.Process.Pid)}
 		_ = cmd.Process.Release()
