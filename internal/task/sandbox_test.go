@@ -317,6 +317,26 @@ func TestSandbox(t *testing.T) {
 			t.Errorf("--cap-add NET_ADMINS: %v: %s", err, out)
 		}
 	})
+	t.Run("privileged", func(t *testing.T) {
+		// What --privileged gives away (README): every capability vpcnet
+		// holds, the blackhole; what it keeps: the host's secrets masked
+		// and a scratch of the task's own.
+		rep := sandboxOf(t, v, nil, "--privileged")
+		if rep.CapEff&(1<<capNetAdmin) == 0 || rep.CapEff&(1<<capSysAdmin) == 0 || rep.NoNewPrivs != "0" {
+			t.Errorf("with --privileged: CapEff %#x, NoNewPrivs %q; want NET_ADMIN, SYS_ADMIN and no no_new_privs", rep.CapEff, rep.NoNewPrivs)
+		}
+		if rep.DelBlackhole != "" {
+			t.Errorf("with --privileged, deleting the blackhole failed: %s", rep.DelBlackhole)
+		}
+		for _, f := range secretFiles {
+			if got := rep.Secrets[f]; got != "0 bytes" && !strings.Contains(got, "denied") {
+				t.Errorf("a privileged task read the host's %s: %s", f, got)
+			}
+		}
+		if got, want := rep.Scratch["/tmp"], []string{"", scratchFile(rep.Hostname)}; !slices.Equal(got, want) {
+			t.Errorf("/tmp in a privileged task: %q, want %q", got, want)
+		}
+	})
 	t.Run("exec", func(t *testing.T) {
 		release := releaseFile(t)
 		t.Cleanup(func() { _ = writeFile(release) })
