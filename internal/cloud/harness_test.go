@@ -183,25 +183,10 @@ func countingClient(v *localvpctest.VPC, policy cloud.RetryPolicy) (*cloud.Clien
 	}), counter
 }
 
-// eventually polls cond until it holds, failing the test with cond's last
-// word if it never does within a minute (a bound for a hang, not a speed
-// requirement).
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	delay := 20 * time.Millisecond
-	for {
-		ok, detail := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never happened: %s", what, detail)
-		}
-		time.Sleep(delay)
-		delay = min(delay*2, 500*time.Millisecond)
-	}
-}
+// converge bounds every wait for something the local VPC does in the
+// background (an attachment, metadata catching up): a bound for a hang, not
+// a speed requirement.
+const converge = time.Minute
 
 // setFaults replaces the local VPC's faults ("" clears them) and clears
 // them when the test ends.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vpcnet/vpcnet/internal/cloud"
 	"github.com/vpcnet/vpcnet/internal/localvpc/localvpctest"
+	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
 // TestNodeENI drives the calls the node agent makes for a secondary ENI,
@@ -43,9 +44,11 @@ func TestNodeENI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "attachment", func() (bool, string) {
-		eni, err = c.DescribeENI(ctx, eni.ID)
-		return err == nil && eni.Attached, fmt.Sprintf("%+v %v", eni, err)
+	testenv.Eventually(t, converge, func() error {
+		if eni, err = c.DescribeENI(ctx, eni.ID); err != nil || !eni.Attached {
+			return fmt.Errorf("attachment never happened: %+v %v", eni, err)
+		}
+		return nil
 	})
 	if err := c.SetDeleteOnTermination(ctx, eni.ID, att, true); err != nil {
 		t.Fatal(err)
@@ -116,10 +119,12 @@ func TestNodeENI(t *testing.T) {
 	// The instance sees the same in its metadata, once metadata caught up.
 	mac := eni.MAC.String()
 	var report metadataReport
-	eventually(t, "metadata showing the assignments", func() (bool, string) {
+	testenv.Eventually(t, converge, func() error {
 		report = onInstance(t, v, 1)
-		im, ok := report.interfaceOf(mac)
-		return ok && sameAddrs(im.LocalIPv4s, wantV4) && samePrefixes(im.IPv4Prefixes, wantPrefixes), fmt.Sprintf("%+v", report.Interfaces)
+		if im, ok := report.interfaceOf(mac); !ok || !sameAddrs(im.LocalIPv4s, wantV4) || !samePrefixes(im.IPv4Prefixes, wantPrefixes) {
+			return fmt.Errorf("metadata showing the assignments never happened: %+v", report.Interfaces)
+		}
+		return nil
 	})
 	id := report.Identity
 	if id.InstanceID != inst.ID || id.InstanceType != "m5.large" || id.Region != v.Region || id.Zone != inst.Zone ||
@@ -165,9 +170,11 @@ func TestNodeENI(t *testing.T) {
 		t.Errorf("lagging metadata already shows the unassignment: %+v", lagged)
 	}
 	setFaults(t, v, "")
-	eventually(t, "metadata catching up with the unassignment", func() (bool, string) {
-		im, ok := onInstance(t, v, 1).interfaceOf(mac)
-		return ok && sameAddrs(im.LocalIPv4s, wantV4) && samePrefixes(im.IPv4Prefixes, wantPrefixes), fmt.Sprintf("%+v", im)
+	testenv.Eventually(t, converge, func() error {
+		if im, ok := onInstance(t, v, 1).interfaceOf(mac); !ok || !sameAddrs(im.LocalIPv4s, wantV4) || !samePrefixes(im.IPv4Prefixes, wantPrefixes) {
+			return fmt.Errorf("metadata catching up with the unassignment never happened: %+v", im)
+		}
+		return nil
 	})
 
 	// Bad requests are refused before anything is sent; the ENI is as it was.

@@ -9,6 +9,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
+	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
 // The AWS CLI's JSON, as far as these tests read it.
@@ -115,7 +117,7 @@ func TestAWSCLI(t *testing.T) {
 	}
 	cli.run(t, &att, "attach-network-interface", "--network-interface-id", a.NetworkInterfaceID,
 		"--instance-id", inst1.ID, "--device-index", "1")
-	eventually(t, "the CLI sees the attachment attached", func() bool {
+	testenv.EventuallyTrue(t, "the CLI sees the attachment attached", converge, func() bool {
 		var l cliENIs
 		cli.run(t, &l, "describe-network-interfaces", "--network-interface-ids", a.NetworkInterfaceID)
 		n := l.NetworkInterfaces[0]
@@ -222,7 +224,7 @@ func TestAWSCLI(t *testing.T) {
 		}
 
 		cli.run(t, nil, "detach-network-interface", "--attachment-id", att.AttachmentID)
-		eventually(t, "the ENI is available again", func() bool {
+		testenv.EventuallyTrue(t, "the ENI is available again", converge, func() bool {
 			var l cliENIs
 			cli.run(t, &l, "describe-network-interfaces", "--network-interface-ids", a.NetworkInterfaceID)
 			return l.NetworkInterfaces[0].Status == "available" && l.NetworkInterfaces[0].Attachment == nil

@@ -102,7 +102,7 @@ func TestAddressesFollowTheAPI(t *testing.T) {
 	}
 	s := *assigned.AssignedPrivateIpAddresses[0].PrivateIpAddress
 	useSecondaryDevice(t, in1.Namespace, "eth1", s, gw, 101)
-	eventually(t, "instance 2 reaches "+s+" on instance 1's eth1", func() bool { return pings(in2.Namespace, s) })
+	testenv.EventuallyTrue(t, "instance 2 reaches "+s+" on instance 1's eth1", converge, func() bool { return pings(in2.Namespace, s) })
 
 	// Move the address to an ENI of instance 3. Instance 1 lets go of it,
 	// as an agent would, so only the VPC's routing decides who answers.
@@ -123,13 +123,13 @@ func TestAddressesFollowTheAPI(t *testing.T) {
 	}
 	mustRun(t, in1.Namespace, "ip", "addr", "del", s+"/32", "dev", "eth1")
 	useSecondaryDevice(t, in3.Namespace, "eth1", s, gw, 101)
-	eventually(t, "instance 2 reaches "+s+" on instance 3 after the reassignment", func() bool { return pings(in2.Namespace, s) })
+	testenv.EventuallyTrue(t, "instance 2 reaches "+s+" on instance 3 after the reassignment", converge, func() bool { return pings(in2.Namespace, s) })
 
 	if _, err := c.UnassignPrivateIpAddresses(t.Context(), &ec2.UnassignPrivateIpAddressesInput{
 		NetworkInterfaceId: aws.String(bID), PrivateIpAddresses: []string{s}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, s+" unreachable once unassigned (still configured on instance 3)", func() bool { return !pings(in2.Namespace, s) })
+	testenv.EventuallyTrue(t, s+" unreachable once unassigned (still configured on instance 3)", converge, func() bool { return !pings(in2.Namespace, s) })
 	if !pings(in2.Namespace, in3.PrivateIP) {
 		t.Errorf("instance 3's primary address %s unreachable too", in3.PrivateIP)
 	}
@@ -164,7 +164,7 @@ type udpFlow struct {
 // delivered waits until a datagram from src arrives.
 func (f *udpFlow) delivered(src, what string) {
 	f.t.Helper()
-	eventually(f.t, what, func() bool {
+	testenv.EventuallyTrue(f.t, what, converge, func() bool {
 		f.seq++
 		p := fmt.Sprint("d", f.seq)
 		sendUDP(f.t, f.from, src, f.to, p)
@@ -176,7 +176,7 @@ func (f *udpFlow) delivered(src, what string) {
 // marker that arrives never does. (Datagrams on one path arrive in order.)
 func (f *udpFlow) dropped(src, what string) {
 	f.t.Helper()
-	eventually(f.t, what, func() bool {
+	testenv.EventuallyTrue(f.t, what, converge, func() bool {
 		f.seq++
 		p, m := fmt.Sprint("x", f.seq), fmt.Sprint("m", f.seq)
 		sendUDP(f.t, f.from, src, f.to, p)
@@ -268,7 +268,7 @@ func TestSecurityGroups(t *testing.T) {
 	p8080, p8081, back := in2.PrivateIP+":8080", in2.PrivateIP+":8081", in1.PrivateIP+":9090"
 
 	// The default group lets its members talk to each other.
-	eventually(t, "members of the default group connect both ways", func() bool {
+	testenv.EventuallyTrue(t, "members of the default group connect both ways", converge, func() bool {
 		return connects(in1.Namespace, p8080) && connects(in1.Namespace, p8081) && connects(in2.Namespace, back)
 	})
 
@@ -309,7 +309,7 @@ func TestSecurityGroups(t *testing.T) {
 	setGroups(in1.ID, client)
 	setGroups(in2.ID, server)
 
-	eventually(t, "port 8081, not allowed by the server's group, is dropped", func() bool { return !connects(in1.Namespace, p8081) })
+	testenv.EventuallyTrue(t, "port 8081, not allowed by the server's group, is dropped", converge, func() bool { return !connects(in1.Namespace, p8081) })
 	if !connects(in1.Namespace, p8080) {
 		t.Errorf("port 8080, allowed from the client's group, does not carry a connection (replies must pass the server's empty egress and the client's empty ingress)")
 	}
@@ -329,7 +329,7 @@ func TestSecurityGroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	setGroups(in2.ID, server, extra)
-	eventually(t, "port 8081 connects once instance 2's ENI joins a group that allows it", func() bool { return connects(in1.Namespace, p8081) })
+	testenv.EventuallyTrue(t, "port 8081 connects once instance 2's ENI joins a group that allows it", converge, func() bool { return connects(in1.Namespace, p8081) })
 	if !connects(in1.Namespace, p8080) {
 		t.Errorf("port 8080 no longer connects after adding a group")
 	}

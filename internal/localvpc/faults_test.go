@@ -13,6 +13,7 @@ import (
 
 	"github.com/vpcnet/vpcnet/internal/localvpc/ec2api"
 	"github.com/vpcnet/vpcnet/internal/localvpc/localvpctest"
+	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
 // setFaults changes the faults of a running local VPC with `vpcnet local
@@ -57,7 +58,7 @@ func TestAttachDelay(t *testing.T) {
 	// Held back until the delay is cleared, without waiting for it.
 	v.Vpcnet("local", "faults", "--name", v.Name, "--clear")
 	waitDevice(t, in1.Namespace, *eni.MacAddress)
-	eventually(t, "the attachment becomes attached", func() bool {
+	testenv.EventuallyTrue(t, "the attachment becomes attached", converge, func() bool {
 		s := attachmentStatus(describeENI(t, c, id))
 		if s == "attached" && deviceIn(t, in1.Namespace, *eni.MacAddress) == nil {
 			t.Fatalf("attachment is attached but the instance has no device")
@@ -151,7 +152,7 @@ func TestMetadataLag(t *testing.T) {
 		t.Errorf("metadata lists %s right after the attachment completed, despite an hour's lag:\n%s", mac, macs)
 	}
 	v.Vpcnet("local", "faults", "--name", v.Name, "--clear")
-	eventually(t, "metadata lists the new ENI once the lag is cleared", func() bool {
+	testenv.EventuallyTrue(t, "metadata lists the new ENI once the lag is cleared", converge, func() bool {
 		return strings.Contains(imdsGet(t, in1.Namespace, "network/interfaces/macs/"), mac+"/")
 	})
 
@@ -159,7 +160,7 @@ func TestMetadataLag(t *testing.T) {
 	other := createENI(t, c, v.Subnets[0].ID)
 	attachENI(t, c, *other.NetworkInterfaceId, in1.ID, 2)
 	waitAttachment(t, c, *other.NetworkInterfaceId, "attached")
-	eventually(t, "metadata lists the second ENI once a short lag has passed", func() bool {
+	testenv.EventuallyTrue(t, "metadata lists the second ENI once a short lag has passed", converge, func() bool {
 		return strings.Contains(imdsGet(t, in1.Namespace, "network/interfaces/macs/"), *other.MacAddress+"/")
 	})
 }

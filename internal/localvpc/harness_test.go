@@ -83,18 +83,6 @@ func apiCode(err error) string {
 	return ""
 }
 
-// eventually polls cond until it holds, failing the test after converge.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(converge)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still not the case after %s", what, converge)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func createENI(t testing.TB, c *ec2.Client, subnetID string, tags ...ec2types.Tag) ec2types.NetworkInterface {
 	t.Helper()
 	in := &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(subnetID)}
@@ -144,7 +132,7 @@ func attachmentStatus(n ec2types.NetworkInterface) string {
 func waitAttachment(t testing.TB, c *ec2.Client, eniID, status string) ec2types.NetworkInterface {
 	t.Helper()
 	var n ec2types.NetworkInterface
-	eventually(t, fmt.Sprintf("attachment of %s is %q", eniID, status), func() bool {
+	testenv.EventuallyTrue(t, fmt.Sprintf("attachment of %s is %q", eniID, status), converge, func() bool {
 		n = describeENI(t, c, eniID)
 		return attachmentStatus(n) == status
 	})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vpcnet/vpcnet/internal/localvpc"
 	"github.com/vpcnet/vpcnet/internal/netops"
+	"github.com/vpcnet/vpcnet/internal/proc"
 	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
@@ -155,7 +156,7 @@ func TestCrashedVPCLeavesNoMounts(t *testing.T) {
 	if err := syscall.Kill(v.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the killed control plane is dead", func() bool { return !alive(v.PID) })
+	testenv.EventuallyTrue(t, "the killed control plane is dead", converge, func() bool { return !proc.Alive(v.PID) })
 	v.Vpcnet("local", "down", "--name", v.Name)
 	if after := ours(hostMounts(t), v.Name); !slices.Equal(after, before) {
 		t.Errorf("mounts left by a crashed VPC after down:\n%s", testenv.LineDiff(strings.Join(before, "\n"), strings.Join(after, "\n")))

@@ -17,6 +17,7 @@ import (
 	"github.com/vpcnet/vpcnet/internal/localvpc"
 	"github.com/vpcnet/vpcnet/internal/localvpc/localvpctest"
 	"github.com/vpcnet/vpcnet/internal/netops"
+	"github.com/vpcnet/vpcnet/internal/proc"
 	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
@@ -75,23 +76,12 @@ func controlPlanes(t *testing.T, name string) []int {
 		args := strings.Split(string(bytes.TrimRight(b, "\x00")), "\x00")
 		if len(args) >= 5 && filepath.Base(args[0]) == "vpcnet" && slices.Equal(args[1:5], []string{"local", "serve", "--name", name}) {
 			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-			if alive(pid) {
+			if proc.Alive(pid) {
 				out = append(out, pid)
 			}
 		}
 	}
 	return out
-}
-
-// alive reports whether pid is a process that has not exited (a zombie
-// has).
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i > 0 && i+2 < len(b) && b[i+2] != 'Z'
 }
 
 func stateDirExists(name string) bool {
@@ -125,7 +115,7 @@ func TestDownLeavesTheMachineAsItWas(t *testing.T) {
 	if stateDirExists(v.Name) {
 		t.Errorf("state directory %s left by down", localvpc.StateDir(v.Name))
 	}
-	if pids := controlPlanes(t, v.Name); len(pids) != 0 || alive(v.PID) {
+	if pids := controlPlanes(t, v.Name); len(pids) != 0 || proc.Alive(v.PID) {
 		t.Errorf("control plane still running after down: %v", pids)
 	}
 	if after := rootNamespace(t); after != before {
@@ -154,7 +144,7 @@ func TestUpAfterCrash(t *testing.T) {
 	if err := syscall.Kill(v.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the killed control plane is dead", func() bool { return !alive(v.PID) })
+	testenv.EventuallyTrue(t, "the killed control plane is dead", converge, func() bool { return !proc.Alive(v.PID) })
 	if out, err := v.Command("local", "status", "--name", v.Name).CombinedOutput(); err == nil {
 		t.Errorf("status of a VPC whose control plane was killed succeeded:\n%s", out)
 	}

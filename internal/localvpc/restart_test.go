@@ -193,7 +193,7 @@ func TestRestartKeepsStateAndTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	ping := startPing(t, in1.Namespace, in2.PrivateIP)
-	eventually(t, "ping from instance 1 to instance 2 is answered", func() bool { return ping.answered() > 0 })
+	testenv.EventuallyTrue(t, "ping from instance 1 to instance 2 is answered", converge, func() bool { return ping.answered() > 0 })
 
 	v.Vpcnet("local", "restart", "--name", v.Name)
 	sent := ping.answered()
@@ -205,7 +205,7 @@ func TestRestartKeepsStateAndTraffic(t *testing.T) {
 	if ctl.PID == v.PID {
 		t.Fatalf("control plane pid %d before and after the restart", ctl.PID)
 	}
-	eventually(t, "ping keeps being answered after the restart", func() bool { return ping.answered() >= sent+10 })
+	testenv.EventuallyTrue(t, "ping keeps being answered after the restart", converge, func() bool { return ping.answered() >= sent+10 })
 	ping.stop()
 	if lost := ping.lost(); len(lost) > 0 {
 		t.Errorf("pings lost across the restart: icmp_seq %v of 1..%d", lost, ping.answered())

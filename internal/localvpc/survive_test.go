@@ -16,6 +16,7 @@ import (
 	"github.com/vpcnet/vpcnet/internal/localvpc"
 	"github.com/vpcnet/vpcnet/internal/localvpc/ec2api"
 	"github.com/vpcnet/vpcnet/internal/localvpc/localvpctest"
+	"github.com/vpcnet/vpcnet/internal/proc"
 	"github.com/vpcnet/vpcnet/internal/testenv"
 )
 
@@ -74,7 +75,7 @@ func TestVPCSurvivesItsOperator(t *testing.T) {
 	if err := syscall.Kill(ctl.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the killed control plane is dead", func() bool { return !alive(ctl.PID) })
+	testenv.EventuallyTrue(t, "the killed control plane is dead", converge, func() bool { return !proc.Alive(ctl.PID) })
 
 	restart := "vpcnet local restart --name " + v.Name
 	for _, args := range [][]string{

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
@@ -26,4 +27,17 @@ func Eventually(t testing.TB, timeout time.Duration, check func() error) {
 			wait *= 2
 		}
 	}
+}
+
+// EventuallyTrue is Eventually for a condition without an error of its
+// own: it polls cond until it holds and, once timeout has passed, fails
+// the test naming what was awaited.
+func EventuallyTrue(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	Eventually(t, timeout, func() error {
+		if !cond() {
+			return errors.New(what)
+		}
+		return nil
+	})
 }

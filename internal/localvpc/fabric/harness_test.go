@@ -1,8 +1,8 @@
 package fabric
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -16,7 +16,6 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcnet/vpcnet/internal/netops"
@@ -207,23 +206,16 @@ func answer(l net.Listener, label string) {
 // valid) to address and returns the server's answer.
 func dial(t testing.TB, nsName string, src netip.Addr, address string, timeout time.Duration) (string, error) {
 	t.Helper()
-	d := net.Dialer{Timeout: timeout}
-	if src.IsValid() {
-		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+	n, err := ns.GetNS(netops.NamedNSPath(nsName))
+	if err != nil {
+		t.Fatalf("in namespace %s: %v", nsName, err)
 	}
-	var c net.Conn
-	var dialErr error
-	in(t, nsName, func() error {
-		c, dialErr = d.Dial("tcp", address)
-		return nil
-	})
-	if dialErr != nil {
-		return "", dialErr
+	defer n.Close()
+	line, err := testenv.DialLine(context.Background(), n, src, address, timeout)
+	if errors.Is(err, testenv.ErrNamespace) {
+		t.Fatalf("in namespace %s: %v", nsName, err)
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(timeout))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return strings.TrimSpace(line), err
+	return line, err
 }
 
 // reach asserts that a connection from nsName to address is answered with
@@ -242,11 +234,11 @@ func reach(t testing.TB, nsName string, src netip.Addr, address, want string) {
 }
 
 // autoconfSettled reports whether the kernel has given every device with
-// carrier its IPv6 link-local address: it does so from a work queue some
-// time after carrier comes up, so a snapshot taken before would see the
-// kernel's own change as the fabric's.
-func autoconfSettled(nl *netlink.Handle) error {
-	links, err := nl.LinkList()
+// carrier in the current namespace its IPv6 link-local address: it does so
+// from a work queue some time after carrier comes up, so a snapshot taken
+// before would see the kernel's own change as the fabric's.
+func autoconfSettled() error {
+	links, err := netlink.LinkList()
 	if err != nil {
 		return err
 	}
@@ -255,7 +247,7 @@ func autoconfSettled(nl *netlink.Handle) error {
 		if a.RawFlags&unix.IFF_LOWER_UP == 0 || a.Flags&net.FlagLoopback != 0 {
 			continue
 		}
-		as, err := nl.AddrList(l, netlink.FAMILY_V6)
+		as, err := netlink.AddrList(l, netlink.FAMILY_V6)
 		if err != nil {
 			return err
 		}
@@ -359,86 +351,43 @@ func snapshot(t testing.TB, name string, exact bool) string {
 		t.Fatal(err)
 	}
 	slices.Sort(all)
+	var sysctls []string
+	for _, kv := range fabricSysctls {
+		sysctls = append(sysctls, kv[0])
+	}
 	var b strings.Builder
 	for _, n := range all {
 		if !isVPCNamespace(name, n) {
 			continue
 		}
-		var facts []string // sorted below: listing order follows device indexes
-		add := func(format string, a ...any) { facts = append(facts, fmt.Sprintf(format, a...)) }
-		h, err := netns.GetFromPath(netops.NamedNSPath(n))
+		isFabric := n == FabricNamespace(name)
+		h, err := ns.GetNS(netops.NamedNSPath(n))
 		if err != nil {
 			t.Fatal(err)
 		}
-		nl, err := netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
+		testenv.Eventually(t, patience, func() error {
+			return h.Do(func(ns.NetNS) error { return autoconfSettled() })
+		})
+		opts := testenv.NetStateOptions{
+			// Link-local addresses and routes derive from the random MACs
+			// of the fabric ends; multicast routes are added when carrier
+			// comes up, asynchronously.
+			Skip: func(_ string, ip net.IP) bool {
+				return ip.IsLinkLocalUnicast() && !exact || ip.IsMulticast()
+			},
+			NoMAC:      isFabric && !exact,
+			Flags:      true,
+			Index:      exact,
+			Protocol:   true,
+			Neighbours: true,
+		}
+		if isFabric {
+			opts.Sysctls = sysctls
+		}
+		state := testenv.NetStateWith(t, h, opts)
 		h.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		testenv.Eventually(t, patience, func() error { return autoconfSettled(nl) })
-		links, err := nl.LinkList()
-		if err != nil {
-			t.Fatal(err)
-		}
-		devName := map[int]string{}
-		for _, l := range links {
-			a := l.Attrs()
-			devName[a.Index] = a.Name
-			// Carrier ("running") follows the peer asynchronously.
-			line := fmt.Sprintf("link %s type=%s alias=%q flags=%v mtu=%d", a.Name, l.Type(), a.Alias, a.Flags&^net.FlagRunning, a.MTU)
-			if exact || n != FabricNamespace(name) {
-				line += fmt.Sprintf(" mac=%s", a.HardwareAddr)
-			}
-			if exact {
-				line += fmt.Sprintf(" index=%d", a.Index)
-			}
-			add("%s", line)
-			as, _ := nl.AddrList(l, netlink.FAMILY_ALL)
-			for _, ad := range as {
-				if ad.IP.IsLinkLocalUnicast() && !exact {
-					continue // derived from the random MAC of a fabric end
-				}
-				add("addr %s %s", a.Name, ad.IPNet)
-			}
-		}
-		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-			rs, _ := nl.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-			for _, r := range rs {
-				if r.Dst != nil && r.Dst.IP.IsLinkLocalUnicast() && !exact {
-					continue
-				}
-				if r.Dst != nil && r.Dst.IP.IsMulticast() {
-					continue // added when the carrier comes up, asynchronously
-				}
-				add("route table=%d %v via %v dev %s proto %d scope %d", r.Table, r.Dst, r.Gw, devName[r.LinkIndex], r.Protocol, r.Scope)
-			}
-			neighs, _ := nl.NeighList(0, fam)
-			for _, ne := range neighs {
-				if ne.State&netlink.NUD_PERMANENT != 0 {
-					add("neigh %s %v %v", devName[ne.LinkIndex], ne.IP, ne.HardwareAddr)
-				}
-			}
-		}
-		px, _ := nl.NeighProxyList(0, netlink.FAMILY_V6)
-		for _, p := range px {
-			add("proxy %s %v", devName[p.LinkIndex], p.IP)
-		}
-		nl.Close()
-		if n == FabricNamespace(name) {
-			in(t, n, func() error {
-				for _, kv := range fabricSysctls {
-					v, err := os.ReadFile("/proc/sys/" + kv[0])
-					add("sysctl %s=%s", kv[0], strings.TrimSpace(string(v)))
-					if err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-		}
-		slices.Sort(facts)
-		fmt.Fprintf(&b, "namespace %s\n  %s\n", n, strings.Join(facts, "\n  "))
-		if n == FabricNamespace(name) {
+		fmt.Fprintf(&b, "namespace %s\n  %s\n", n, strings.ReplaceAll(state, "\n", "\n  "))
+		if isFabric {
 			args := []string{"netns", "exec", n, "nft", "list", "ruleset"}
 			if exact {
 				args = []string{"netns", "exec", n, "nft", "-a", "list", "ruleset"}
@@ -447,19 +396,4 @@ func snapshot(t testing.TB, name string, exact bool) string {
 		}
 	}
 	return b.String()
-}
-
-// waitFor polls cond, for conditions the kernel reaches asynchronously (a
-// namespace's devices go when its last reference does).
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), patience)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
 }

@@ -231,7 +231,7 @@ func TestApplyConverges(t *testing.T) {
 	if err := netops.DeleteNamedNS(v.instanceNS("i-4")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "eni-05's device to die with i-4's namespace", func() bool { return linkIn(t, fabric, deviceName("eni-05")) == nil })
+	testenv.EventuallyTrue(t, "eni-05's device to die with i-4's namespace", patience, func() bool { return linkIn(t, fabric, deviceName("eni-05")) == nil })
 
 	v.apply()
 	if got := snapshot(t, v.spec.Name, false); got != healthy {

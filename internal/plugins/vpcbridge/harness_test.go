@@ -1,7 +1,6 @@
 package vpcbridge
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -103,21 +102,9 @@ func dial(n ns.NetNS, addr string) (string, error) {
 	return dialContext(context.Background(), n, addr)
 }
 
+// dialContext is dial that ctx may cancel while it connects.
 func dialContext(ctx context.Context, n ns.NetNS, addr string) (string, error) {
-	var line string
-	err := n.Do(func(ns.NetNS) error {
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		line, err = bufio.NewReader(c).ReadString('\n')
-		return err
-	})
-	return strings.TrimSpace(line), err
+	return testenv.DialLine(ctx, n, netip.Addr{}, addr, 10*time.Second)
 }
 
 // reachesEndpoint fails the test unless the container gets the endpoint's

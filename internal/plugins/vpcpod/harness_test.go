@@ -1,7 +1,6 @@
 package vpcpod
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -591,20 +590,7 @@ func serve(t testing.TB, n ns.NetNS, addr, text string) {
 
 // dial connects from namespace n to addr:port and reads the greeting.
 func dial(n ns.NetNS, addr string) (string, error) {
-	var line string
-	err := n.Do(func(ns.NetNS) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		line, err = bufio.NewReader(c).ReadString('\n')
-		return err
-	})
-	return strings.TrimSpace(line), err
+	return testenv.DialLine(context.Background(), n, netip.Addr{}, addr, 10*time.Second)
 }
 
 // agentState is the part of the test agent a test case may change.
