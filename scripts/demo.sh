@@ -10,7 +10,9 @@ set -euo pipefail
 BIN=${VPCNET_BIN_DIR:-$(cd "$(dirname "$0")/.." && pwd)/bin}
 V="$BIN/vpcnet"
 NAME=${VPCNET_DEMO_NAME:-vpcnet-demo}
-WWW=$(mktemp -d /tmp/vpcnet-demo-www.XXXXXX)
+# Served by the tasks, so not under /tmp: a task's /tmp is its own.
+mkdir -p /var/cache/vpcnet-demo
+WWW=$(mktemp -d /var/cache/vpcnet-demo/www.XXXXXX)
 START=$(date +%s.%N)
 source "$(dirname "$0")/demo-lib.sh"
 
