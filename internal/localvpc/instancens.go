@@ -349,12 +349,9 @@ func isMountNamespace(path string) bool {
 // (InstanceEnv). This is the one way into an instance: `vpcnet local
 // exec`, tests and anything else that runs "on" an instance use it.
 func (c *Control) StartOnInstance(instance string, cmd *exec.Cmd) error {
-	in, err := c.Instance(instance)
+	in, err := c.forInstance(instance, cmd)
 	if err != nil {
 		return err
-	}
-	if cmd.Env == nil {
-		cmd.Env = c.InstanceEnv(os.Environ(), in.ID)
 	}
 	mnt := in.MountNamespace
 	if mnt == "" {
@@ -367,6 +364,19 @@ func (c *Control) StartOnInstance(instance string, cmd *exec.Cmd) error {
 		return fmt.Errorf("failed to start %s on %s: %w", cmd.Path, in.ID, err)
 	}
 	return nil
+}
+
+// forInstance resolves instance for a command to run there, and gives cmd
+// the instance's environment (InstanceEnv) when it has none.
+func (c *Control) forInstance(instance string, cmd *exec.Cmd) (InstanceInfo, error) {
+	in, err := c.Instance(instance)
+	if err != nil {
+		return in, err
+	}
+	if cmd.Env == nil {
+		cmd.Env = c.InstanceEnv(os.Environ(), in.ID)
+	}
+	return in, nil
 }
 
 // RunOnInstance starts cmd with StartOnInstance, passes the signals given
@@ -383,12 +393,9 @@ func (c *Control) RunOnInstance(instance string, cmd *exec.Cmd, forward ...os.Si
 // and cmd's end comes back as a proc.ExitError: the command that re-runs
 // itself on an instance ends as that run does.
 func (c *Control) RunInNetwork(instance string, cmd *exec.Cmd) error {
-	in, err := c.Instance(instance)
+	in, err := c.forInstance(instance, cmd)
 	if err != nil {
 		return err
-	}
-	if cmd.Env == nil {
-		cmd.Env = c.InstanceEnv(os.Environ(), in.ID)
 	}
 	start := func(cmd *exec.Cmd) error { return netops.StartIn(netops.NamedNSPath(in.Namespace), cmd) }
 	return proc.RunForwarding(cmd, start, syscall.SIGINT, syscall.SIGTERM)

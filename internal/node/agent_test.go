@@ -80,6 +80,9 @@ func (a *agent) start() {
 		t.Fatal(err)
 	}
 	a.cmd = cmd
+	if a.conn != nil {
+		a.conn.Close()
+	}
 	conn, err := grpc.NewClient("unix://"+filepath.Join(a.dir, "vpcnetd.sock"),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -139,6 +142,9 @@ func (a *agent) logs() string {
 // stop sends SIGTERM and waits: a graceful stop.
 func (a *agent) stop() {
 	if a.cmd == nil || a.cmd.Process == nil {
+		if a.conn != nil {
+			a.conn.Close()
+		}
 		return
 	}
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
@@ -158,11 +164,13 @@ func (a *agent) stop() {
 	a.cmd = nil
 }
 
-// kill kills the agent with SIGKILL: a crash.
+// kill kills the agent with SIGKILL: a crash. The client connection stays
+// open, as a plugin's would: RPCs in flight fail on the broken transport
+// (Unavailable), not on a connection the test closed under them (Canceled).
+// The next start or stop closes it.
 func (a *agent) kill() {
 	_ = a.cmd.Process.Kill()
 	_ = a.cmd.Wait()
-	a.conn.Close()
 	a.cmd = nil
 }
 
