@@ -80,9 +80,7 @@ func (a *agent) start() {
 		t.Fatal(err)
 	}
 	a.cmd = cmd
-	if a.conn != nil {
-		a.conn.Close()
-	}
+	a.closeConn()
 	conn, err := grpc.NewClient("unix://"+filepath.Join(a.dir, "vpcnetd.sock"),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -141,10 +139,8 @@ func (a *agent) logs() string {
 
 // stop sends SIGTERM and waits: a graceful stop.
 func (a *agent) stop() {
+	defer a.closeConn()
 	if a.cmd == nil || a.cmd.Process == nil {
-		if a.conn != nil {
-			a.conn.Close()
-		}
 		return
 	}
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
@@ -160,7 +156,6 @@ func (a *agent) stop() {
 	if strings.Contains(a.logs(), "graceful stop still not done") {
 		a.t.Errorf("vpcnetd's graceful stop hung:\n%s", a.logs())
 	}
-	a.conn.Close()
 	a.cmd = nil
 }
 
@@ -172,6 +167,14 @@ func (a *agent) kill() {
 	_ = a.cmd.Process.Kill()
 	_ = a.cmd.Wait()
 	a.cmd = nil
+}
+
+// closeConn closes the client connection of the last start, once.
+func (a *agent) closeConn() {
+	if a.conn != nil {
+		a.conn.Close()
+		a.conn = nil
+	}
 }
 
 func (a *agent) report() node.Report {
